@@ -1,0 +1,3 @@
+from esteira.cli import main
+
+raise SystemExit(main())
