@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import pytest
+# Airflow reads its configuration at import: give the test session its own home, so no
+# test touches ~/airflow or a developer's running stack.
+_REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="esteira-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from esteira.stack import process
-from esteira.stack.mlflow_server import mlflow_service
+import pytest  # noqa: E402
+
+from esteira.stack import process  # noqa: E402
+from esteira.stack.mlflow_server import mlflow_service  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -167,3 +167,59 @@ def _tail(log_path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return f"\nLast lines of {log_path}:\n" + "\n".join(text)
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (by parent pid), children first found first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def marked_processes(marker: str, value: str) -> list[int]:
+    """Processes whose environment has ``marker=value``: the stack's own, orphans included.
+
+    Task processes call setsid and can outlive their group; the marker finds them without
+    matching on process names.
+    """
+    needle = f"{marker}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(environ.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def stop_processes(pids: Sequence[int], grace: float = 10.0) -> None:
+    """SIGTERM each process, then SIGKILL what is left after ``grace`` seconds."""
+    pids = [p for p in pids if pid_alive(p)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            for pid in pids:
+                _reap(pid)
+            pids = [p for p in pids if pid_alive(p) and not _is_zombie(p)]
+            if not pids:
+                return
+            time.sleep(0.2)

@@ -1,0 +1,179 @@
+"""The `esteira` command: the stack, triggers, the feature catalog, the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _up(args) -> int:
+    from esteira.stack import embedded
+
+    embedded.up()
+    return 0
+
+
+def _down(args) -> int:
+    from esteira.stack import embedded
+
+    embedded.down()
+    return 0
+
+
+def _status(args) -> int:
+    from esteira.stack import embedded
+
+    rows = embedded.status()
+    for row in rows:
+        state = "healthy" if row.healthy else ("running, not healthy" if row.running else "stopped")
+        print(f"{row.name:<28} {state:<22} pid={row.pid or '-':<8} {row.url}")
+    return 0 if all(r.healthy for r in rows) else 1
+
+
+def _task_label(task: dict) -> str:
+    index = task["map_index"]
+    return task["task_id"] if index == -1 else f"{task['task_id']}[{index}]"
+
+
+def _print_tasks(state: str, tasks: list[dict], started: float) -> None:
+    elapsed = time.monotonic() - started
+    summary = ", ".join(f"{_task_label(t)}={t['state'] or 'none'}" for t in tasks)
+    print(f"  [{elapsed:6.1f}s] run {state}: {summary}", flush=True)
+
+
+def _trigger(args) -> int:
+    from esteira.config import get_settings
+    from esteira.stack.airflow_api import AirflowClient
+
+    conf = json.loads(args.conf) if args.conf else {}
+    client = AirflowClient.for_settings(get_settings())
+    client.wait_for_dag(args.dag_id)
+    client.unpause(args.dag_id)
+    run_id = client.trigger(args.dag_id, conf)
+    print(f"triggered {args.dag_id} run {run_id}", flush=True)
+    if not args.wait:
+        return 0
+    started = time.monotonic()
+    outcome = client.wait(
+        args.dag_id,
+        run_id,
+        timeout=args.timeout,
+        on_change=lambda state, tasks: _print_tasks(state, tasks, started),
+    )
+    print(f"{args.dag_id} run {run_id}: {outcome.state}")
+    return 0 if outcome.ok else 1
+
+
+def _generate(args) -> int:
+    from esteira.config import get_settings, get_usecase
+    from esteira.features.generator import generate_landing
+
+    settings = get_settings()
+    uc = get_usecase(args.usecase, settings)
+    landing = settings.landing_dir / uc.source.landing
+    files = generate_landing(uc, landing, drift=not args.no_drift)
+    print(f"wrote {len(files)} files to {landing}")
+    return 0
+
+
+def _features_list(args) -> int:
+    from esteira.config import get_settings
+    from esteira.features.catalog import list_tables
+
+    tables = list_tables(get_settings())
+    if not tables:
+        print("no feature tables yet: run a feature refresh first")
+    for table in tables:
+        print(json.dumps(table, default=str))
+    return 0
+
+
+def _features_describe(args) -> int:
+    from esteira.config import get_settings
+    from esteira.features.catalog import describe_table
+
+    print(json.dumps(describe_table(get_settings(), args.table), indent=2, default=str))
+    return 0
+
+
+def _reproduce(args) -> int:
+    from esteira.training.reproduce import reproduce
+
+    report = reproduce(args.run_id)
+    print(report)
+    return 0 if report.identical else 1
+
+
+def _registry_history(args) -> int:
+    from esteira.config import get_usecase
+    from esteira.registry import history
+
+    for event in history(get_usecase(args.usecase)):
+        print(json.dumps(event, default=str))
+    return 0
+
+
+def _demo(args) -> int:
+    from esteira.demo import run_demo
+
+    return run_demo(short=args.short)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esteira", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the embedded stack (safe to repeat)").set_defaults(func=_up)
+    sub.add_parser("down", help="stop every process of the stack").set_defaults(func=_down)
+    sub.add_parser("status", help="show each service and its health").set_defaults(func=_status)
+
+    trigger = sub.add_parser("trigger", help="trigger a DAG run through Airflow's REST API")
+    trigger.add_argument("dag_id")
+    trigger.add_argument("--conf", help="the run's conf as JSON (the Params)")
+    trigger.add_argument("--wait", action="store_true", help="wait and exit non-zero on failure")
+    trigger.add_argument("--timeout", type=float, default=3600)
+    trigger.set_defaults(func=_trigger)
+
+    generate = sub.add_parser("generate", help="write a use case's synthetic landing files")
+    generate.add_argument("usecase")
+    generate.add_argument("--no-drift", action="store_true", help="turn the drift switch off")
+    generate.set_defaults(func=_generate)
+
+    features = sub.add_parser("features", help="the feature catalog")
+    fsub = features.add_subparsers(dest="features_command", required=True)
+    fsub.add_parser("list").set_defaults(func=_features_list)
+    describe = fsub.add_parser("describe")
+    describe.add_argument("table")
+    describe.set_defaults(func=_features_describe)
+
+    reproduce = sub.add_parser("reproduce", help="retrain an MLflow run and compare metrics")
+    reproduce.add_argument("run_id")
+    reproduce.set_defaults(func=_reproduce)
+
+    registry = sub.add_parser("registry", help="the model registry")
+    rsub = registry.add_subparsers(dest="registry_command", required=True)
+    hist = rsub.add_parser("history", help="the alias history of a model, from its audit tags")
+    hist.add_argument("usecase")
+    hist.set_defaults(func=_registry_history)
+
+    demo = sub.add_parser("demo", help="run the whole belt through the scheduler")
+    demo.add_argument("--short", action="store_true", help="fewer days, for CI")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from esteira.config import ConfigError
+    from esteira.stack.process import ServiceError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ServiceError) as exc:
+        print(f"esteira: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

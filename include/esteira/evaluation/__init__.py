@@ -1,0 +1,1 @@
+"""Evaluation: metrics per problem type and the gate that judges a candidate against the champion."""

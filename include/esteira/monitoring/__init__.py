@@ -1,0 +1,1 @@
+"""Monitoring: sampled drift and quality reports, their history, and the retraining rule."""

@@ -1,0 +1,99 @@
+"""The ``monitoring`` Delta table: one row per (window, model version), the time series a
+dashboard reads and the history the retraining rule decides on.
+
+Rows are merged on (window_start, model_version), so rerunning a window replaces its row.
+Lists and per-column details are JSON strings: they read the same from pandas, DuckDB
+and Spark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from esteira.config import Settings
+from esteira.usecase import UseCase
+
+TABLE = "monitoring"
+
+SCHEMA = pa.schema(
+    [
+        ("window_start", pa.timestamp("us")),
+        ("window_end", pa.timestamp("us")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("run_label", pa.string()),
+        ("reference_rows", pa.int64()),
+        ("reference_sampled", pa.int64()),
+        ("current_rows", pa.int64()),
+        ("current_sampled", pa.int64()),
+        ("labeled_rows", pa.int64()),
+        ("drift_share", pa.float64()),
+        ("drift_share_threshold", pa.float64()),
+        ("dataset_drift", pa.bool_()),
+        ("drifted_columns", pa.string()),
+        ("column_scores", pa.string()),
+        ("quality_metric", pa.string()),
+        ("quality_value", pa.float64()),
+        ("quality_test_value", pa.float64()),
+        ("quality_drop", pa.float64()),
+        ("quality_metrics", pa.string()),
+        ("drift_breach", pa.bool_()),
+        ("quality_breach", pa.bool_()),
+        ("breach", pa.bool_()),
+        ("retrain", pa.bool_()),
+        ("retrain_reason", pa.string()),
+        ("report_run_id", pa.string()),
+        ("report_uri", pa.string()),
+    ]
+)
+
+
+def table_uri(settings: Settings, uc: UseCase) -> str:
+    return settings.table_uri(uc.name, TABLE)
+
+
+def write_result(settings: Settings, uc: UseCase, row: Mapping[str, Any]) -> int:
+    """Insert or replace the row of its (window_start, model_version); returns the Delta version.
+
+    Raises ValueError when the row's keys differ from the table's columns.
+    """
+    from deltalake import DeltaTable, write_deltalake
+
+    if set(row) != set(SCHEMA.names):
+        missing = sorted(set(SCHEMA.names) - set(row))
+        extra = sorted(set(row) - set(SCHEMA.names))
+        raise ValueError(f"monitoring row: missing columns {missing}, unknown columns {extra}")
+    data = pa.Table.from_pylist([{name: row[name] for name in SCHEMA.names}], schema=SCHEMA)
+    uri = table_uri(settings, uc)
+    if not DeltaTable.is_deltatable(uri):
+        write_deltalake(uri, data, mode="append", name=TABLE, description=f"{uc.name} monitoring")
+    else:
+        (
+            DeltaTable(uri)
+            .merge(
+                data,
+                predicate="t.window_start = s.window_start AND t.model_version = s.model_version",
+                source_alias="s",
+                target_alias="t",
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+    return DeltaTable(uri).version()
+
+
+def read_history(settings: Settings, uc: UseCase) -> pd.DataFrame:
+    """All rows ordered by window and model version; an empty frame with the table's
+    columns when nothing was recorded yet."""
+    from deltalake import DeltaTable
+
+    uri = table_uri(settings, uc)
+    if not DeltaTable.is_deltatable(uri):
+        return SCHEMA.empty_table().to_pandas()
+    frame = DeltaTable(uri).to_pyarrow_table().to_pandas()
+    return frame.sort_values(["window_end", "model_version"], ignore_index=True)

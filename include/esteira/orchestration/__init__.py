@@ -1,0 +1,1 @@
+"""The only Airflow-aware code the DAG files share: the factory, Assets, Params, context."""

@@ -1,0 +1,1 @@
+"""Batch scoring and the online model server (MLflow scoring protocol, hot swap, inference log)."""

@@ -1,0 +1,196 @@
+"""The embedded stack: Airflow standalone, an MLflow tracking server and the model server,
+each in its own process group, all state under ESTEIRA_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from esteira.config import Settings, get_settings, load_usecases
+from esteira.stack import process
+from esteira.stack.mlflow_server import mlflow_service
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+_MARKER = "ESTEIRA_STACK_HOME"
+_PASSWORDS = "simple_auth_manager_passwords.json.generated"
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    url: str
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """The environment every Airflow process of the embedded stack shares."""
+    port = settings.airflow_port
+    return {
+        "AIRFLOW_HOME": str(settings.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # 32 worker processes by default: far too many for a 2-core laptop (DESIGN.md).
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 713),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(port + 715),
+        "ESTEIRA_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        # Fail fast when MLflow is down; Airflow's retries do the waiting (DESIGN.md).
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "ESTEIRA_MODEL_SERVER_URL": settings.model_server_url,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    }
+
+
+def _services(settings: Settings) -> list[tuple[process.Service, float]]:
+    marker = {_MARKER: str(settings.home)}
+    mlflow = mlflow_service(
+        settings.mlflow_port,
+        f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}",
+        settings.mlflow_dir / "artifacts",
+    )
+    mlflow = process.Service(**{**mlflow.__dict__, "env": {**mlflow.env, **marker}})
+    airflow = process.Service(
+        name="Airflow (standalone)",
+        argv=[str(Path(sys.executable).parent / "airflow"), "standalone"],
+        port=settings.airflow_port,
+        health_url=f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health",
+        env={**airflow_env(settings), **marker},
+        cwd=settings.airflow_home,
+    )
+    services = [(mlflow, 90.0), (airflow, 180.0)]
+    services += [(model_server_service(settings, uc.name, marker), 60.0) for uc in _served(settings)]
+    return services
+
+
+def _served(settings: Settings):
+    """Only the demo's use case gets an online server in the embedded stack."""
+    return [uc for uc in load_usecases(settings) if uc.name == os.environ.get("ESTEIRA_SERVE_USECASE", "churn")]
+
+
+def model_server_service(settings: Settings, usecase: str, extra_env: dict) -> process.Service:
+    return process.Service(
+        name=f"model server ({usecase})",
+        argv=[
+            sys.executable,
+            "-m",
+            "esteira.serving.server",
+            "--usecase",
+            usecase,
+            "--port",
+            str(settings.model_server_port),
+        ],
+        port=settings.model_server_port,
+        health_url=f"http://127.0.0.1:{settings.model_server_port}/ping",
+        env={
+            "ESTEIRA_HOME": str(settings.home),
+            "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            **extra_env,
+        },
+    )
+
+
+def _pid_file(settings: Settings, service: process.Service) -> Path:
+    slug = service.name.split(" ")[0].lower() if "model" not in service.name else "model-server"
+    return settings.run_dir / f"{slug}.pid"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _airflow_healthy(body: bytes) -> bool:
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return False
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all(health.get(p, {}).get("status") == "healthy" for p in parts)
+
+
+def up(settings: Settings | None = None, echo=print) -> None:
+    """Start what is not running, wait until everything is healthy. Safe to repeat."""
+    settings = settings or get_settings()
+    for folder in (settings.airflow_home, settings.mlflow_dir, settings.run_dir, settings.data_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for service, timeout in _services(settings):
+        pid_file = _pid_file(settings, service)
+        log = settings.run_dir / f"{pid_file.stem}.log"
+        check = _airflow_healthy if service.name.startswith("Airflow") else None
+        pid = _read_pid(pid_file)
+        if pid and process.group_alive(pid):
+            echo(f"{service.name}: already running (pid {pid})")
+        else:
+            echo(f"{service.name}: starting on port {service.port} (log: {log})")
+            pid = process.start(service, log)
+            pid_file.write_text(str(pid))
+        try:
+            process.wait_healthy(service, pid, timeout, log_path=log, check=check)
+        except process.ServiceError:
+            process.stop_group(pid)
+            pid_file.unlink(missing_ok=True)
+            raise
+        echo(f"{service.name}: healthy at {service.health_url}")
+    echo("")
+    echo(f"Airflow UI      {settings.airflow_url}  (login: admin / {admin_password(settings)})")
+    echo(f"MLflow UI       {settings.mlflow_ui_url}")
+    echo(f"Model server    {settings.model_server_url}/invocations")
+    echo("Stop everything with: make down")
+
+
+def down(settings: Settings | None = None, echo=print, grace: float = 10.0) -> None:
+    """Stop every process of the stack: each group, its descendants, and marked orphans."""
+    settings = settings or get_settings()
+    for service, _ in reversed(_services(settings)):
+        pid_file = _pid_file(settings, service)
+        pid = _read_pid(pid_file)
+        if pid and process.group_alive(pid):
+            tree = process.descendants(pid)
+            process.stop_group(pid, grace=grace)
+            process.stop_processes(tree, grace=2.0)
+            echo(f"{service.name}: stopped (pid {pid})")
+        pid_file.unlink(missing_ok=True)
+    leftovers = process.marked_processes(_MARKER, str(settings.home))
+    if leftovers:
+        process.stop_processes(leftovers, grace=2.0)
+        echo(f"stopped {len(leftovers)} leftover process(es) of the stack")
+    echo("stack stopped")
+
+
+def status(settings: Settings | None = None) -> list[StackStatus]:
+    settings = settings or get_settings()
+    rows = []
+    for service, _ in _services(settings):
+        pid = _read_pid(_pid_file(settings, service))
+        running = bool(pid and process.group_alive(pid))
+        check = _airflow_healthy if service.name.startswith("Airflow") else None
+        healthy = running and process.http_ok(service.health_url, check=check)
+        rows.append(StackStatus(service.name, pid, running, healthy, service.health_url))
+    return rows
+
+
+def admin_password(settings: Settings) -> str:
+    path = settings.airflow_home / _PASSWORDS
+    try:
+        return json.loads(path.read_text())["admin"]
+    except (OSError, ValueError, KeyError):
+        return f"(see {path})"

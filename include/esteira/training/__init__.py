@@ -1,0 +1,1 @@
+"""Training: candidate models, the time split, fitting, MLflow tracking and reproduction."""

@@ -1,0 +1,84 @@
+"""Every DAG file imports, every DAG follows the house rules, parsing stays cheap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+
+EXPECTED_TASKS = {
+    "feature_refresh": {"refresh_features"},
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_every_dag_file_imports(dagbag):
+    assert dagbag.import_errors == {}
+    assert DAG_FILES, "no DAG files found"
+
+
+def test_every_usecase_has_every_stage(dagbag):
+    from esteira.config import load_usecases
+
+    stages = {p.stem for p in DAG_FILES}
+    expected = {uc.dag_id(stage) for uc in load_usecases() for stage in stages}
+    assert expected <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
+def test_dags_follow_house_rules(dagbag, dag_file):
+    dags = [d for d in dagbag.dags.values() if Path(d.fileloc) == dag_file]
+    assert dags, f"{dag_file.name} defines no DAG"
+    for dag in dags:
+        assert "esteira" in dag.tags and dag.tags, dag.dag_id
+        assert dag.catchup is False, dag.dag_id
+        assert dag.doc_md and len(dag.doc_md.strip()) > 40, dag.dag_id
+        assert dag.start_date is not None, dag.dag_id
+        for t in dag.tasks:
+            assert t.retries >= 1, f"{dag.dag_id}.{t.task_id} has no retries"
+
+
+@pytest.mark.parametrize("stage", sorted(EXPECTED_TASKS))
+def test_expected_task_graph(dagbag, stage):
+    dag = dagbag.dags[f"churn__{stage}"]
+    assert set(dag.task_ids) == EXPECTED_TASKS[stage]
+
+
+_PARSE_PROBE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+import airflow.sdk  # the baseline every DAG file pays anyway
+before = set(sys.modules)
+start = time.perf_counter()
+import runpy
+runpy.run_path(sys.argv[1], run_name="dag_file")
+elapsed = time.perf_counter() - start
+heavy = sorted({m.split(".")[0] for m in set(sys.modules) - before}
+               & {"mlflow", "sklearn", "pandas", "evidently", "deltalake", "duckdb", "matplotlib", "scipy"})
+print(json.dumps({"seconds": elapsed, "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
+def test_dag_file_parse_cost_is_small(dag_file):
+    """Measured in a fresh interpreter: what the file costs beyond `import airflow.sdk`."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PARSE_PROBE, str(dag_file), str(dag_file.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert probe["heavy"] == [], f"{dag_file.name} imports {probe['heavy']} at parse time"
+    assert probe["seconds"] < 2.0, f"{dag_file.name} took {probe['seconds']:.2f} s to parse"
