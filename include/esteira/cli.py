@@ -102,13 +102,13 @@ def _reproduce(args) -> int:
     from esteira.training.reproduce import reproduce
 
     report = reproduce(args.run_id)
-    print(report)
-    return 0 if report.identical else 1
+    print(report.describe())
+    return 0 if report.matches else 1
 
 
 def _registry_history(args) -> int:
     from esteira.config import get_usecase
-    from esteira.registry import history
+    from esteira.registry.transitions import history
 
     for event in history(get_usecase(args.usecase)):
         print(json.dumps(event, default=str))

@@ -15,6 +15,24 @@ DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 
 EXPECTED_TASKS = {
     "feature_refresh": {"refresh_features"},
+    "model_training": {
+        "build_training_set",
+        "plan_candidates",
+        "train_candidate",
+        "select_best",
+        "evaluate_gate",
+        "register_challenger",
+    },
+    "model_promotion": {
+        "read_challenger",
+        "check_approval",
+        "approve_promotion",
+        "promote_challenger",
+        "deploy_champion",
+    },
+    "model_rollback": {"rollback_champion", "deploy_champion"},
+    "batch_inference": {"score_batch"},
+    "drift_monitoring": {"monitor_window", "request_retraining"},
 }
 
 
@@ -53,6 +71,13 @@ def test_dags_follow_house_rules(dagbag, dag_file):
 def test_expected_task_graph(dagbag, stage):
     dag = dagbag.dags[f"churn__{stage}"]
     assert set(dag.task_ids) == EXPECTED_TASKS[stage]
+
+
+def test_training_reads_features_or_retraining_requests(dagbag):
+    dag = dagbag.dags["churn__model_training"]
+    uris = {a.uri for a in dag.timetable.asset_condition.objects}
+    assert {"esteira://churn/features", "esteira://churn/retraining_request"} <= uris
+    assert dag.task_dict["train_candidate"].upstream_task_ids == {"plan_candidates", "build_training_set"}
 
 
 _PARSE_PROBE = """

@@ -40,3 +40,18 @@ def resolve_interval(params: dict, context: dict) -> tuple[dt.date, dt.date]:
     if end <= start:
         raise IntervalError(f"interval_end {end} must be after interval_start {start}")
     return start, end
+
+
+def interval_or_latest(params: dict, context: dict, table_uri: str, timestamp: str, days: int):
+    """Like `resolve_interval`, but a run started by an Asset event (no data interval)
+    takes the last ``days`` days present in the table at ``table_uri``."""
+    if params.get("interval_start") or params.get("interval_end") or context.get("data_interval_start"):
+        return resolve_interval(params, context)
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    newest = pc.max(DeltaTable(table_uri).to_pyarrow_table(columns=[timestamp])[timestamp]).as_py()
+    if newest is None:
+        raise IntervalError(f"{table_uri} is empty: nothing to process yet")
+    end = newest.date() + dt.timedelta(days=1)
+    return end - dt.timedelta(days=days), end

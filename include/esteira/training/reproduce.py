@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,7 @@ def reproduce(run_id: str, load_frame: FrameLoader | None = None) -> ReproduceRe
         if digest != recorded_digest:
             mismatches.append(f"{context} data digest {digest} != recorded {recorded_digest}")
     recorded = {k: v for k, v in run.data.metrics.items() if k.startswith(("val_", "test_"))}
-    reproduced = {k: v for k, v in fitted.metrics.items() if v == v}  # NaN was never logged
+    reproduced = {k: v for k, v in fitted.metrics.items() if not math.isnan(v)}  # as logged
     for name in sorted(set(recorded) | set(reproduced)):
         if recorded.get(name) != reproduced.get(name):
             mismatches.append(f"{name}: recorded {recorded.get(name)!r}, got {reproduced.get(name)!r}")

@@ -1,0 +1,54 @@
+"""
+### Model rollback
+
+Points `champion` back at an earlier version that had passed its gate, records who did it,
+why and when in the version's tags, and has the online model server reload it. Trigger it
+by hand with the version and a reason; `esteira registry history <usecase>` shows the
+alias history.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from esteira.orchestration import assets
+from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
+
+
+def model_rollback(uc):
+    champion = assets.champion(uc)
+    params = {
+        "rollback_to_version": Param(
+            1, type="integer", minimum=1, title="Roll back to version",
+            description="An earlier version whose gate passed.",
+        ),
+        "reason": Param(
+            "", type="string", minLength=3, title="Reason", description="Recorded in the audit tags."
+        ),
+    }
+
+    @dag(schedule=None, params=params, **dag_kwargs(uc, "model_rollback", __doc__))
+    def _dag():
+        @task(outlets=[champion])
+        def rollback_champion(**context) -> dict:
+            from esteira.registry.steps import roll_back
+
+            reference = roll_back(uc, context["params"], context["dag_run"])
+            context["outlet_events"][champion].extra = reference
+            return reference
+
+        @task
+        def deploy_champion(restored: dict) -> dict:
+            from esteira.serving.steps import deploy_or_roll_back
+
+            return deploy_or_roll_back(uc, restored, roll_back_on_failure=False)
+
+        deploy_champion(rollback_champion())
+
+    return _dag()
+
+
+build_for_usecases(model_rollback, globals())
+
+if __name__ == "__main__":
+    test_main(model_rollback)

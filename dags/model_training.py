@@ -1,0 +1,124 @@
+"""
+### Model training
+
+Builds the point-in-time training set from the feature table (recording its Delta
+version), trains every candidate as its own mapped task and MLflow child run under one
+parent run, picks the best by the use case's primary metric, and judges it against the
+current champion on the same held-out test set (the evaluation gate). On a pass the model
+is registered with its lineage and gets the alias `challenger`, which starts promotion.
+
+Runs when the feature table changes, when monitoring requests retraining, or by hand with
+the form below (candidates, window, split, seed, gate mode).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from esteira.orchestration import assets
+from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
+
+
+def _params(uc) -> dict:
+    training = uc.training
+    return {
+        "candidates": Param(
+            [c.model_dump() for c in training.candidates],
+            type="array",
+            title="Candidates",
+            description="Model families and hyperparameter grids; every combination is one candidate.",
+        ),
+        "training_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Training window end",
+            description="Labels before this day (exclusive). Empty: the end of the refreshed interval that triggered the run, else the newest label.",
+        ),
+        "window_days": Param(training.window_days, type="integer", minimum=1, title="Training window (days)"),
+        "validation_fraction": Param(
+            training.split.validation_fraction, type="number", exclusiveMinimum=0, maximum=0.5,
+            title="Validation fraction", description="Share of the window, by time, for model selection.",
+        ),
+        "test_fraction": Param(
+            training.split.test_fraction, type="number", exclusiveMinimum=0, maximum=0.5,
+            title="Test fraction", description="Latest share of the window, by time, held out for the gate.",
+        ),
+        "seed": Param(training.seed, type="integer", title="Random seed"),
+        "compute_backend": Param(
+            uc.compute.training or "default", enum=["default", "local", "databricks"],
+            title="Compute backend", description="Where candidates train ('default': ESTEIRA_COMPUTE_BACKEND).",
+        ),
+        "gate_mode": Param(
+            uc.gate.mode, enum=["enabled", "dry_run", "disabled"], title="Gate mode",
+            description="enabled: a rejection registers nothing; dry_run: record, don't block; disabled: no gate.",
+        ),
+    }
+
+
+def model_training(uc):
+    features, retraining = assets.features(uc), assets.retraining_request(uc)
+    challenger = assets.challenger(uc)
+
+    @dag(schedule=(features | retraining), params=_params(uc), **dag_kwargs(uc, "model_training", __doc__))
+    def _dag():
+        @task
+        def build_training_set(**context) -> dict:
+            from esteira.training.steps import prepare_training
+
+            return prepare_training(uc, context["params"], _airflow(context), _trigger_extra(context))
+
+        @task
+        def plan_candidates(**context) -> list[dict]:
+            from esteira.training.candidates import expand_candidates
+
+            return expand_candidates(uc, context["params"]["candidates"])
+
+        @task(max_active_tis_per_dagrun=2)
+        def train_candidate(candidate: dict, training: dict, **context) -> dict:
+            from esteira.training.steps import run_candidate
+
+            return run_candidate(uc, context["params"], candidate, training, _airflow(context))
+
+        @task
+        def select_best(results: list[dict]) -> dict:
+            from esteira.training.fit import select_best as best
+
+            return best(list(results), uc.training.primary_metric, uc.training.greater_is_better).to_dict()
+
+        @task
+        def evaluate_gate(best: dict, training: dict, **context) -> dict:
+            from esteira.training.steps import run_gate
+
+            return run_gate(uc, context["params"], best, training)
+
+        @task(outlets=[challenger])
+        def register_challenger(best: dict, gate: dict, training: dict, **context) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from esteira.training.steps import finish_training
+
+            reference = finish_training(uc, best, gate, training)
+            if reference is None:
+                raise AirflowSkipException(f"rejected by the gate: {'; '.join(gate['reasons'])}")
+            context["outlet_events"][challenger].extra = reference
+            return reference
+
+        training = build_training_set()
+        results = train_candidate.partial(training=training).expand(candidate=plan_candidates())
+        best = select_best(results)
+        register_challenger(best, evaluate_gate(best, training), training)
+
+    def _airflow(context) -> dict:
+        return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "try_number": context["ti"].try_number}
+
+    def _trigger_extra(context) -> dict:
+        return assets.triggering_extra(context, features) or assets.triggering_extra(context, retraining)
+
+    return _dag()
+
+
+build_for_usecases(model_training, globals())
+
+if __name__ == "__main__":
+    test_main(model_training)

@@ -1,0 +1,128 @@
+"""Windowed features per entity over event time: inclusive of the event, never later."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esteira.features.definitions import (
+    Batch,
+    check_definitions,
+    compute_features,
+    get_function,
+    lookback_days,
+    register,
+)
+from esteira.usecase import FeatureDef
+
+_DAY = 86_400
+
+
+@st.composite
+def _events(draw):
+    """Events of a few entities over ~3 weeks, unique per (entity, second), some missing."""
+    n = draw(st.integers(1, 60))
+    entities = draw(st.lists(st.integers(1, 4), min_size=n, max_size=n))
+    seconds = draw(st.lists(st.integers(0, 21 * _DAY), min_size=n, max_size=n))
+    values = draw(st.lists(st.one_of(st.none(), st.floats(-100, 100)), min_size=n, max_size=n))
+    frame = pd.DataFrame({"id": entities, "s": seconds, "x": [np.nan if v is None else v for v in values]})
+    frame = frame.drop_duplicates(["id", "s"]).reset_index(drop=True)
+    frame["ts"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(frame.pop("s"), unit="s")
+    target = np.asarray(draw(st.lists(st.booleans(), min_size=len(frame), max_size=len(frame))))
+    return frame, target
+
+
+def _reference(frame: pd.DataFrame, target: np.ndarray, days: int) -> pd.DataFrame:
+    """The same features row by row, the obvious way."""
+    rows = []
+    for _, row in frame[target].iterrows():
+        same = frame[(frame["id"] == row["id"]) & (frame["ts"] <= row["ts"])]
+        window = same[same["ts"] > row["ts"] - pd.Timedelta(days=days)]["x"].dropna()
+        rows.append({
+            "id": row["id"], "ts": row["ts"],
+            "mean": window.mean() if len(window) else np.nan,
+            "sum": window.sum() if len(window) else np.nan,
+            "max": window.max() if len(window) else np.nan,
+            "count": float(len(window)),
+        })
+    return pd.DataFrame(rows, columns=["id", "ts", "mean", "sum", "max", "count"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(_events(), st.sampled_from([1, 3, 7]))
+def test_windows_match_a_row_by_row_reference(events, days):
+    frame, target = events
+    batch = Batch.build(frame, target, "id", "ts")
+    got = pd.DataFrame({
+        "id": batch.data["id"].iloc[batch.rows].to_numpy(),
+        "ts": batch.data["ts"].iloc[batch.rows].to_numpy(),
+    })
+    for name in ("mean", "sum", "max", "count"):
+        feature = FeatureDef(name=name, function=f"rolling_{name}", source="x", window=f"{days}d")
+        got[name] = get_function(feature.function)(batch, feature)
+    expected = _reference(frame, target, days)
+    key = ["id", "ts"]
+    got = got.sort_values(key).reset_index(drop=True)
+    expected = expected.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+def test_a_later_event_never_changes_an_earlier_feature():
+    frame = pd.DataFrame({
+        "id": [1, 1, 1, 2],
+        "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-03 10:00", "2026-01-03 11:00", "2026-01-03 10:30"]),
+        "x": [1.0, 5.0, 100.0, 7.0],
+    })
+    batch = Batch.build(frame, np.array([True, True, False, True]), "id", "ts")
+    window = FeatureDef(name="m", function="rolling_max", source="x", window="7d")
+    assert list(get_function("rolling_max")(batch, window)) == [1.0, 5.0, 7.0]
+    count = FeatureDef(name="c", function="rolling_count", source=None, window="2d")
+    # (t - 2d, t]: the first event is exactly two days before the second, so outside
+    assert list(get_function("rolling_count")(batch, count)) == [1.0, 1.0, 1.0]
+
+
+def test_a_use_case_can_register_its_own_function(churn_uc):
+    @register("test_rolling_min")
+    def rolling_min(batch: Batch, feature: FeatureDef) -> np.ndarray:
+        start, end = batch.window_bounds(feature.window)
+        return batch.reduce(np.fmin, batch.values(feature.source), start, end)
+
+    feature = FeatureDef(name="low", function="test_rolling_min", source="monthly_charges", window="3d", type="float")
+    uc = churn_uc.model_copy(update={
+        "features": churn_uc.features.model_copy(update={"definitions": [feature]})
+    })
+    check_definitions(uc)
+    frame = pd.DataFrame({
+        "customer_id": [3, 3], "event_ts": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+        "monthly_charges": [20.0, 30.0],
+    })
+    batch = Batch.build(frame, np.array([False, True]), "customer_id", "event_ts")
+    assert compute_features(batch, uc)["low"].tolist() == [20.0]
+    assert lookback_days(uc) == 3
+
+
+def test_unknown_functions_fail_naming_the_feature(churn_uc):
+    feature = FeatureDef(name="odd", function="no_such_function", source="plan")
+    uc = churn_uc.model_copy(update={
+        "features": churn_uc.features.model_copy(update={"definitions": [feature]})
+    })
+    with pytest.raises(ValueError, match="'odd': no feature function 'no_such_function'"):
+        check_definitions(uc)
+
+
+def test_feature_types_follow_the_definitions(churn_uc):
+    frame = pd.DataFrame({
+        "customer_id": pd.array([1], dtype="Int64"),
+        "event_ts": pd.to_datetime(["2026-01-01"]),
+        **{c: [None] for c in churn_uc.schema_.columns if c not in ("customer_id", "event_ts")},
+    })
+    frame["plan"] = pd.array(["basic"], dtype="string")
+    batch = Batch.build(frame, np.array([True]), "customer_id", "event_ts")
+    features = compute_features(batch, churn_uc)
+    assert list(features.columns) == ["customer_id", "event_ts", *churn_uc.feature_names]
+    assert str(features["plan"].dtype) == "string"
+    assert features["events_7d_count"].tolist() == [1.0]
+    assert np.isnan(features["minutes_7d_mean"].iloc[0])
