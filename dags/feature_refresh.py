@@ -7,13 +7,15 @@ the declared features and merges them into the Delta feature table, keyed by ent
 event time, so a rerun of an interval changes nothing. Emits the features Asset with the
 table URI and Delta version for training.
 
-Scheduled daily; trigger by hand with `interval_start` / `interval_end` to backfill a range.
+Scheduled daily; trigger by hand with `interval_start` / `interval_end` to backfill a range,
+and `notify_downstream` off when the new rows should not start a training run.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
+from esteira.compute.operator import EsteiraStepOperator
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
 from esteira.orchestration.params import interval_params
@@ -22,22 +24,33 @@ from esteira.orchestration.params import interval_params
 def feature_refresh(uc):
     features = assets.features(uc)
 
-    @dag(schedule=uc.schedule, params=interval_params(), **dag_kwargs(uc, "feature_refresh", __doc__))
-    def _dag():
-        @task(outlets=[features])
-        def refresh_features(**context):
-            from esteira.config import get_settings
-            from esteira.features.refresh import refresh_features as refresh
-            from esteira.orchestration.interval import resolve_interval
-            from esteira.orchestration.references import to_reference
+    params = {
+        **interval_params(),
+        "compute_backend": Param(
+            uc.compute.feature_refresh or "default", enum=["default", "local", "databricks"],
+            title="Compute backend", description="Where features are computed ('default': ESTEIRA_COMPUTE_BACKEND).",
+        ),
+        "notify_downstream": Param(
+            True, type="boolean", title="Notify downstream",
+            description="Emit the features Asset event, which starts model training. Off for quiet backfills.",
+        ),
+    }
 
-            start, end = resolve_interval(context["params"], context)
-            result = refresh(uc, get_settings(), start, end, run_id=context["run_id"])
-            reference = to_reference(result)
+    @dag(schedule=uc.schedule, params=params, **dag_kwargs(uc, "feature_refresh", __doc__))
+    def _dag():
+        # esteira.jobs.feature_refresh, in the worker or as a Databricks run (Param compute_backend)
+        refresh_features = EsteiraStepOperator(task_id="refresh_features", step="feature_refresh", usecase=uc.name)
+
+        @task(outlets=[features])
+        def publish_features(reference: dict, **context) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not context["params"]["notify_downstream"]:
+                raise AirflowSkipException("notify_downstream is off: no features event, no training")
             context["outlet_events"][features].extra = reference
             return reference
 
-        refresh_features()
+        publish_features(refresh_features.output)
 
     return _dag()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from esteira.compute.operator import EsteiraStepOperator
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
 
@@ -74,12 +75,6 @@ def model_training(uc):
 
             return expand_candidates(uc, context["params"]["candidates"])
 
-        @task(max_active_tis_per_dagrun=2)
-        def train_candidate(candidate: dict, training: dict, **context) -> dict:
-            from esteira.training.steps import run_candidate
-
-            return run_candidate(uc, context["params"], candidate, training, _airflow(context))
-
         @task
         def select_best(results: list[dict]) -> dict:
             from esteira.training.fit import select_best as best
@@ -105,9 +100,16 @@ def model_training(uc):
             return reference
 
         training = build_training_set()
-        results = train_candidate.partial(training=training).expand(candidate=plan_candidates())
+        # esteira.jobs.train_candidate per candidate, in the worker or as Databricks runs (Param compute_backend)
+        results = EsteiraStepOperator.partial(
+            task_id="train_candidate", step="train_candidate", usecase=uc.name,
+            arguments={"training": training}, max_active_tis_per_dagrun=2,
+        ).expand(item_arguments=plan_candidates().map(_as_candidate)).output
         best = select_best(results)
         register_challenger(best, evaluate_gate(best, training), training)
+
+    def _as_candidate(candidate: dict) -> dict:
+        return {"candidate": candidate}
 
     def _airflow(context) -> dict:
         return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "try_number": context["ti"].try_number}

@@ -116,9 +116,13 @@ def _registry_history(args) -> int:
 
 
 def _demo(args) -> int:
-    from esteira.demo import run_demo
+    from esteira.demo import DemoError, run_demo
 
-    return run_demo(short=args.short)
+    try:
+        return run_demo(short=args.short)
+    except DemoError as exc:
+        print(f"esteira demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:

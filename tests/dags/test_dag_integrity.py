@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 
 EXPECTED_TASKS = {
-    "feature_refresh": {"refresh_features"},
+    "feature_refresh": {"refresh_features", "publish_features"},
     "model_training": {
         "build_training_set",
         "plan_candidates",

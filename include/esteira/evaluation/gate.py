@@ -90,9 +90,11 @@ def _tolerance_failure(
     )
 
 
-def _decide(
+def decide(
     uc: UseCase, candidate_result: EvaluationResult, champion_result: EvaluationResult | None
 ) -> list[str]:
+    """The reasons to reject the candidate (empty: it passes). ``champion_result`` None
+    means there is no champion: only absolute thresholds apply."""
     candidate = candidate_result.metrics
     champion = champion_result.metrics if champion_result is not None else None
     native: dict[str, MetricThreshold] = {}
@@ -133,7 +135,7 @@ def _evaluate(
             model_uri,
             data=dataset,
             model_type=model_type,
-            evaluators=["default"],
+            evaluators="default",
             evaluator_config={"log_model_explainability": False},
         )
     return result
@@ -217,7 +219,7 @@ def evaluate_gate(
             dataset,
             model_type,
         )
-    reasons = _decide(uc, candidate, champion)
+    reasons = decide(uc, candidate, champion)
     candidate_metrics = _plain(candidate.metrics)
     champion_metrics = _plain(champion.metrics) if champion is not None else None
     verdict = "rejected" if reasons else "passed"

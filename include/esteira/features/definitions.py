@@ -1,9 +1,10 @@
 """Feature functions, registered by name and referenced from the use-case YAML.
 
 A feature function receives a :class:`Batch` and the :class:`FeatureDef` and returns one
-value per target row (``batch.rows``), in that order. The batch holds the target rows
-(one day of validated events) plus the events of the lookback days, sorted by entity
-and event time, so windowed aggregates can look back but never forward.
+value per target row (``batch.target``, one day of validated events), in that order.
+``batch.data`` holds those rows plus the events of the lookback days, sorted by entity
+and event time, so windowed aggregates can look back but never forward. Only the
+entity, the timestamp and the sources of windowed features are kept in the history.
 
 Registering your own function::
 
@@ -35,7 +36,6 @@ FeatureFunction = Callable[["Batch", FeatureDef], "np.ndarray | pd.Series"]
 
 _REGISTRY: dict[str, FeatureFunction] = {}
 _ENTRY_POINT_GROUP = "esteira.features"
-_SECOND = np.int64(1_000_000_000)
 
 
 def register(name: str) -> Callable[[FeatureFunction], FeatureFunction]:
@@ -81,31 +81,43 @@ def lookback_days(uc: UseCase) -> int:
     return max((window_days(f.window) for f in uc.features.definitions), default=0)
 
 
+def history_columns(uc: UseCase) -> list[str]:
+    """The columns a :class:`Batch` keeps from past days: keys and windowed sources."""
+    windowed = [f.source for f in uc.features.definitions if f.window and f.source]
+    return list(dict.fromkeys([uc.entity, uc.timestamp, *windowed]))
+
+
 @dataclass(frozen=True)
 class Batch:
-    """Validated events sorted by (entity, time): history first, then the target rows.
+    """One day's events (``target``, every column) and the history their windows need.
 
-    ``rows`` are the positions in ``data`` whose features are computed; every other row
-    is history. ``keys`` are (entity code, seconds) pairs folded into one sortable int64.
+    ``data`` holds the windowed columns of history and target rows together, sorted by
+    (entity, time); ``rows`` are the positions of the target rows in ``data``, and
+    ``target`` lists the target rows in that same order. ``keys`` fold (entity code,
+    seconds) into one sortable int64.
     """
 
     data: pd.DataFrame
     rows: np.ndarray
+    target: pd.DataFrame
     keys: np.ndarray
-    seconds: np.ndarray
-    entity_codes: np.ndarray
 
     @classmethod
-    def build(cls, data: pd.DataFrame, target: np.ndarray, entity: str, timestamp: str) -> Batch:
-        """Sort ``data`` by (entity, timestamp); ``target`` is a boolean mask over ``data``."""
-        order = np.lexsort((data[timestamp].to_numpy(), data[entity].to_numpy()))
-        data = data.iloc[order].reset_index(drop=True)
+    def build(cls, history: pd.DataFrame, target: pd.DataFrame, entity: str, timestamp: str) -> Batch:
+        """``history`` has the entity, the timestamp and the windowed source columns."""
+        data = pd.concat([history, target[list(history.columns)]], ignore_index=True)
         codes, _ = pd.factorize(data[entity], sort=True)
-        seconds = data[timestamp].to_numpy().astype("datetime64[s]").astype(np.int64)
-        # 2**34 seconds is ~540 years: the entity code sits above any timestamp offset.
-        offset = seconds - seconds.min(initial=0) if len(seconds) else seconds
-        keys = codes.astype(np.int64) * np.int64(2**34) + offset
-        return cls(data, np.flatnonzero(np.asarray(target)[order]), keys, seconds, codes)
+        stamps = data[timestamp].to_numpy().astype("datetime64[us]").astype(np.int64)
+        order = np.lexsort((stamps, codes))
+        data = data.iloc[order].reset_index(drop=True)
+        is_target = order >= len(history)
+        # Windows are resolved to the second; 2**34 s (~540 years) keeps the entity code
+        # above any time offset, so one sorted int64 holds (entity, time).
+        seconds = stamps[order] // 1_000_000
+        offset = seconds - seconds.min(initial=0)
+        keys = codes[order].astype(np.int64) * np.int64(2**34) + offset
+        positions = order[is_target] - len(history)
+        return cls(data, np.flatnonzero(is_target), target.iloc[positions].reset_index(drop=True), keys)
 
     def values(self, column: str | None) -> np.ndarray:
         """A column as float64 with NaN for missing (ones when ``column`` is None)."""
@@ -134,7 +146,7 @@ class Batch:
 @register("identity")
 def identity(batch: Batch, feature: FeatureDef) -> pd.Series:
     """The raw value of ``source`` at the event."""
-    return batch.data[feature.source].iloc[batch.rows].reset_index(drop=True)
+    return batch.target[feature.source]
 
 
 def _count_and_sum(batch: Batch, feature: FeatureDef) -> tuple[np.ndarray, np.ndarray]:
@@ -187,8 +199,7 @@ _DTYPES = {
 def compute_features(batch: Batch, uc: UseCase) -> pd.DataFrame:
     """Entity, timestamp and every feature of ``uc`` (typed per FeatureDef.type) for the
     target rows of ``batch``."""
-    rows = batch.data.iloc[batch.rows].reset_index(drop=True)
-    out = {uc.entity: rows[uc.entity], uc.timestamp: rows[uc.timestamp]}
+    out = {uc.entity: batch.target[uc.entity], uc.timestamp: batch.target[uc.timestamp]}
     for feature in uc.features.definitions:
         values = get_function(feature.function)(batch, feature)
         out[feature.name] = pd.Series(np.asarray(values)).astype(_DTYPES[feature.type])

@@ -29,6 +29,7 @@ from esteira.usecase import GeneratorSpec, UseCase
 
 _TRAITS, _EVENTS, _LABELS, _BAD, _DRIFT = 0, 1, 2, 3, 4
 _DAY_SECONDS = 86_400
+_CYCLE_DAYS = 28
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class _Churn:
         self.delay_mean = np.where(late, rng.uniform(4, 30, n), 0.2)
         self.minutes = rng.lognormal(np.log(35), 0.5, n)
         self.trend = rng.normal(0, 0.01, n)
+        # Each customer's usage swings over a 4-week cycle of its own phase: a signal per
+        # customer, while the population's distribution stays the same from day to day.
+        self.phase = rng.integers(0, _CYCLE_DAYS, n)
         self.risk = (
             -3.0
             + np.array([0.6, 0.0, -0.6])[self.plan]
@@ -88,7 +92,8 @@ class _Churn:
         device_name = self._DEVICES[device].astype(object)
         device_name[rng.random(k) < 0.02] = None
         charges = np.round(self.charges[who] * (1 + rng.normal(0, 0.01, k)), 2)
-        level = self.minutes[who] * np.exp(self.trend[who] * index)
+        cycle = (index + self.phase[who]) % _CYCLE_DAYS - _CYCLE_DAYS / 2
+        level = self.minutes[who] * np.exp(self.trend[who] * cycle)
         minutes = np.round(level * rng.lognormal(0, 0.35, k), 1)
         minutes[rng.random(k) < 0.03] = np.nan
         tickets = rng.poisson(self.ticket_rate[who])
@@ -238,8 +243,8 @@ def generate_landing(
     end: date | None = None,
     drift: bool = True,
 ) -> list[Path]:
-    """Write one events and one labels CSV per day in [start, end) under
-    ``landing_dir / uc.source.landing`` (``landing_dir`` is ``settings.landing_dir``).
+    """Write one events and one labels CSV per day in [start, end) into ``landing_dir``,
+    the use case's folder (``settings.landing_dir / uc.source.landing``).
 
     Defaults to the generator's whole range; days outside it are refused. A labels file
     dated D holds the labels of the events of D - ``label.delay_days``. Reruns write the
@@ -253,7 +258,7 @@ def generate_landing(
     if start < first or end > last:
         raise ValueError(f"[{start}, {end}) is outside the generator's range [{first}, {last})")
     simulator = _KINDS[spec.kind](spec)
-    folder = Path(landing_dir) / uc.source.landing
+    folder = Path(landing_dir)
     folder.mkdir(parents=True, exist_ok=True)
     columns = list(uc.schema_.columns)
     label_columns = [uc.entity, uc.timestamp, uc.label.column]

@@ -9,7 +9,6 @@ Invariant per run: raw event rows = feature rows written + rows quarantined.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,13 +19,19 @@ import pyarrow as pa
 
 from esteira.config import Settings
 from esteira.features import store
-from esteira.features.definitions import Batch, check_definitions, compute_features, lookback_days
+from esteira.features.definitions import (
+    Batch,
+    check_definitions,
+    compute_features,
+    history_columns,
+    lookback_days,
+)
 from esteira.features.validation import REASON, Validated, read_raw, validate, validate_rows
 from esteira.usecase import ColumnRule, UseCase
 
 log = logging.getLogger("esteira.features")
 
-_BATCH_ROWS = 250_000
+_BATCH_ROWS = 100_000
 QUARANTINE_KEY = "row_key"
 
 
@@ -202,9 +207,41 @@ class _Writer:
         return store.current_version(uri)
 
 
-def _history_columns(uc: UseCase) -> list[str]:
-    windowed = [f.source for f in uc.features.definitions if f.window and f.source]
-    return list(dict.fromkeys([uc.entity, uc.timestamp, *windowed]))
+class _Windows:
+    """Groups validated days into chunks of about ``chunk_rows`` rows and computes their
+    features with the ``lookback`` days of history before the chunk.
+
+    Memory holds one chunk plus the lookback; computing several days at once keeps the
+    history from being re-sorted for every single day.
+    """
+
+    def __init__(self, uc: UseCase, chunk_rows: int) -> None:
+        self.uc, self.chunk_rows = uc, chunk_rows
+        self.lookback = lookback_days(uc)
+        self.keep = history_columns(uc)
+        self.history: pd.DataFrame | None = None
+        self.chunk: list[pd.DataFrame] = []
+
+    def remember(self, good: pd.DataFrame, day: date) -> None:
+        """Keep what the windows of the days after ``day`` need."""
+        if not self.lookback:
+            return
+        frames = [good[self.keep]] if self.history is None else [self.history, good[self.keep]]
+        history = pd.concat(frames, ignore_index=True)
+        cutoff = pd.Timestamp(day + timedelta(days=1 - self.lookback))
+        self.history = history[history[self.uc.timestamp] >= cutoff].reset_index(drop=True)
+
+    def add(self, good: pd.DataFrame, day: date, last: bool) -> list[pd.DataFrame]:
+        """Queue one day; returns the features of the chunk when it is full (or ``last``)."""
+        self.chunk.append(good)
+        if not last and sum(len(f) for f in self.chunk) < self.chunk_rows:
+            return []
+        target = pd.concat(self.chunk, ignore_index=True)
+        self.chunk = []
+        past = target[self.keep].iloc[:0] if self.history is None else self.history
+        batch = Batch.build(past, target, self.uc.entity, self.uc.timestamp)
+        self.remember(target, day)
+        return [compute_features(batch, self.uc)]
 
 
 def refresh_features(
@@ -236,12 +273,10 @@ def refresh_features(
         raise FileNotFoundError(f"{len(missing)} events file(s) missing: {', '.join(missing[:5])}")
 
     writer = _Writer(uc, settings, batch_rows)
-    lookback = lookback_days(uc)
-    keep = _history_columns(uc)
-    history: deque[pd.DataFrame] = deque(maxlen=max(lookback, 1))
-    for day in _days(start - timedelta(days=lookback), start):
+    windows = _Windows(uc, batch_rows)
+    for day in _days(start - timedelta(days=windows.lookback), start):
         if events_path(day).exists():
-            history.append(validate(read_raw(events_path(day), columns), uc, day).good[keep])
+            windows.remember(validate(read_raw(events_path(day), columns), uc, day).good, day)
 
     raw_rows = written = quarantined = 0
     for day in days:
@@ -256,16 +291,10 @@ def refresh_features(
             writer.flush("quarantine")
             raise TooManyBadRows(path.name, bad, len(raw), uc.schema_.max_bad_share,
                                  writer.uri("quarantine"))
-        good = checked.good
-        data = pd.concat([*history, good], ignore_index=True) if history else good
-        target = np.zeros(len(data), dtype=bool)
-        target[len(data) - len(good):] = True
-        features = compute_features(Batch.build(data, target, uc.entity, uc.timestamp), uc)
-        writer.add("features", features)
-        written += len(features)
-        if lookback:
-            history.append(good[keep])
-        log.info("%s: %d raw rows, %d features, %d quarantined", day, len(raw), len(features), bad)
+        log.info("%s: %d raw rows, %d good, %d quarantined", day, len(raw), len(checked.good), bad)
+        for features in windows.add(checked.good, day, last=day == days[-1]):
+            writer.add("features", features)
+            written += len(features)
 
     labels_written, labels_quarantined = _ingest_labels(uc, writer, folder, days, run_id)
     version = writer.flush("features")

@@ -75,17 +75,19 @@ def build_training_set(
     start: datetime,
     end: datetime,
     version: int | None = None,
+    labels_version: int | None = None,
 ) -> tuple[pd.DataFrame, TrainingSetRef]:
     """Labels stamped in [start, end) with their point-in-time features.
 
-    ``version`` pins the feature table (latest when None); the labels table is read at
-    its latest version, recorded in the returned reference. Columns: entity, timestamp,
-    ``feature_timestamp``, the feature names, the label column.
+    ``version`` and ``labels_version`` pin the feature and labels tables (latest when
+    None); the versions read are recorded in the returned reference, so passing them
+    back rebuilds the same set. Columns: entity, timestamp, ``feature_timestamp``, the
+    feature names, the label column.
     """
     table_uri = settings.table_uri(uc.name, uc.features.table)
     labels_uri = settings.table_uri(uc.name, labels_table(uc))
     features_table = DeltaTable(table_uri, version=version)
-    labels_dt = DeltaTable(labels_uri)
+    labels_dt = DeltaTable(labels_uri, version=labels_version)
     key = [uc.entity, uc.timestamp]
     labels = _read(labels_dt, [*key, uc.label.column], uc.timestamp, start, end)
     features = _read(features_table, [*key, *uc.feature_names], uc.timestamp, None, end)

@@ -48,10 +48,6 @@ def read_raw(path: Path, columns: list[str]) -> pd.DataFrame:
     return raw[columns]
 
 
-def _quote(values: pd.Series) -> pd.Series:
-    return "'" + values.astype(str) + "'"
-
-
 def _parse(raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, pd.Series, str]:
     """The typed column, the mask of present values that failed to parse, and why."""
     present = raw.notna()
@@ -77,21 +73,20 @@ def _parse(raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, pd.Series, str]
 
 
 def _checks(name: str, raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, list[tuple]]:
-    """The typed column and a list of (mask, message series or text) for broken rules."""
+    """The typed column and (mask, message) pairs for broken rules; ``{}`` in a message
+    stands for the raw value, filled in only for the rows that broke the rule."""
     typed, unparsable, why = _parse(raw, rule)
-    problems: list[tuple] = [(unparsable, f"{name}: {why} (" + _quote(raw) + ")")]
+    problems: list[tuple] = [(unparsable, f"{name}: {why} ('{{}}')")]
     if not rule.nullable:
         problems.append((raw.isna(), f"{name}: missing value (not nullable)"))
     if rule.min is not None and rule.type in ("int", "float"):
-        low = (typed < rule.min).fillna(False).astype(bool)
-        problems.append((low, f"{name}: " + raw.astype(str) + f" below min {rule.min:g}"))
+        problems.append(((typed < rule.min).fillna(False), f"{name}: {{}} below min {rule.min:g}"))
     if rule.max is not None and rule.type in ("int", "float"):
-        high = (typed > rule.max).fillna(False).astype(bool)
-        problems.append((high, f"{name}: " + raw.astype(str) + f" above max {rule.max:g}"))
+        problems.append(((typed > rule.max).fillna(False), f"{name}: {{}} above max {rule.max:g}"))
     if rule.allowed is not None:
         unknown = raw.notna() & ~raw.isin(rule.allowed)
         allowed = ", ".join(rule.allowed)
-        problems.append((unknown, f"{name}: unknown category " + _quote(raw) + f" (allowed: {allowed})"))
+        problems.append((unknown, f"{name}: unknown category '{{}}' (allowed: {allowed})"))
     return typed, problems
 
 
@@ -115,11 +110,14 @@ def validate_rows(
     raw = raw.reset_index(drop=True)
     reasons = pd.Series("", index=raw.index, dtype=object)
 
-    def note(mask: pd.Series, message: pd.Series | str) -> None:
+    def note(mask: pd.Series, message: str, values: pd.Series | None = None) -> None:
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
-        text = message[mask] if isinstance(message, pd.Series) else message
+        text = message
+        if values is not None and "{}" in message:
+            before, after = message.split("{}")
+            text = before + values[mask].astype(str) + after
         current = reasons[mask]
         reasons[mask] = current.where(current == "", current + "; ") + text
 
@@ -127,7 +125,7 @@ def validate_rows(
     for name, rule in rules.items():
         typed[name], problems = _checks(name, raw[name], rule)
         for mask, message in problems:
-            note(mask, message)
+            note(mask, message, raw[name])
     keys = pd.DataFrame({k: typed[k] for k in key})
     note(keys.notna().all(axis=1) & keys.duplicated(), "duplicate key (" + ", ".join(key) + ")")
     if day is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,6 +22,7 @@ from esteira.usecase import UseCase
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
+    from evidently.presets import DataDriftPreset
 
 _NUMERIC = ("int", "float")
 _CATEGORICAL = ("category", "string", "bool")
@@ -65,6 +66,22 @@ def drift_columns(uc: UseCase) -> tuple[list[str], list[str]]:
     )
 
 
+def drift_preset(uc: UseCase) -> DataDriftPreset:
+    """Evidently's preset over the feature columns, with the declared methods and thresholds."""
+    from evidently.presets import DataDriftPreset
+
+    numeric, categorical = drift_columns(uc)
+    declared = uc.monitoring.columns
+    methods = {c: d.method for c, d in declared.items() if d.method is not None}
+    thresholds = {c: d.threshold for c, d in declared.items() if d.threshold is not None}
+    return DataDriftPreset(
+        columns=numeric + categorical,
+        drift_share=uc.monitoring.drift_share_threshold,
+        per_column_method=methods or None,
+        per_column_threshold=thresholds or None,
+    )
+
+
 def to_sample(data: pd.DataFrame | Sample, uc: UseCase, seed: int | None = None) -> Sample:
     """A frame sampled to ``monitoring.sample_size`` (stratified by the label when present
     in a classification frame); a Sample is returned as it is."""
@@ -94,7 +111,6 @@ def compute_drift(
     or a side has no rows.
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
 
     numeric, categorical = drift_columns(uc)
     columns = numeric + categorical
@@ -109,22 +125,14 @@ def compute_drift(
         if sample.sampled_rows == 0:
             raise ValueError(f"{side} data has no rows")
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    spec = uc.monitoring
-    preset = DataDriftPreset(
-        columns=columns,
-        drift_share=spec.drift_share_threshold,
-        per_column_method={c: d.method for c, d in spec.columns.items() if d.method} or None,
-        per_column_threshold={c: d.threshold for c, d in spec.columns.items() if d.threshold}
-        or None,
-    )
-    snapshot = Report([preset], include_tests=True).run(
+    snapshot = Report([drift_preset(uc)], include_tests=True).run(
         Dataset.from_pandas(_typed(cur.frame, numeric, categorical), data_definition=definition),
         Dataset.from_pandas(_typed(ref.frame, numeric, categorical), data_definition=definition),
     )
-    scores, share, dataset_drift = _read(snapshot.dict())
+    scores, share, dataset_drift = drift_verdicts(snapshot)
     return DriftResult(
         drift_share=share,
-        drift_share_threshold=spec.drift_share_threshold,
+        drift_share_threshold=uc.monitoring.drift_share_threshold,
         dataset_drift=dataset_drift,
         drifted_columns=tuple(c for c in columns if scores[c].drifted),
         columns={c: scores[c] for c in columns},
@@ -151,13 +159,15 @@ def _typed(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> p
     return out
 
 
-def _read(result: dict[str, Any]) -> tuple[dict[str, ColumnScore], float, bool]:
-    """Per-column scores and verdicts, the drifted share and the dataset verdict.
+def drift_verdicts(snapshot: Snapshot) -> tuple[dict[str, ColumnScore], float, bool]:
+    """Per-column scores and verdicts, the drifted share and the dataset verdict of a
+    ``Report([DataDriftPreset(...)], include_tests=True)`` snapshot.
 
     ``Snapshot.dict()`` lists each ValueDrift metric (config: column, method, threshold;
     value: score) and, with tests included, one test per column (FAIL = drift) and the
     DriftedColumnsCount share test (FAIL = share at or above the threshold).
     """
+    result = snapshot.dict()
     drifted = {
         test["metric_config"]["params"]["column"]: test["status"] == "FAIL"
         for test in result["tests"]

@@ -63,7 +63,8 @@ def compute_quality(
     """Quality of the window's predictions; None when there is nothing to judge (no labeled
     rows, or a single class for a classifier).
 
-    Raises ValueError when the primary metric is unsupported or missing from ``test_metrics``.
+    Raises ValueError when the primary metric is unsupported or missing from ``test_metrics``,
+    or a column is missing.
     """
     from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
     from evidently import metrics as ev
@@ -77,6 +78,9 @@ def compute_quality(
     if f"test_{primary}" not in test_metrics:
         raise ValueError(f"the model's test metrics have no 'test_{primary}'")
     label = uc.label.column
+    missing = [c for c in (label, PREDICTION_COLUMN) if c not in labeled.columns]
+    if missing:
+        raise ValueError(f"labeled predictions lack the columns {missing}")
     rows = labeled[[label, PREDICTION_COLUMN]].dropna()
     classifier = uc.problem_type == "binary_classification"
     if rows.empty or (classifier and rows[label].nunique() < 2):

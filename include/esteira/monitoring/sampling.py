@@ -1,9 +1,9 @@
 """Seeded samples of a bounded size, from in-memory frames or from tables of any size.
 
 Why: Evidently holds the frames it compares several times over, and its run time grows with
-the row count; on a million rows it needs minutes and more than a GiB. A fixed, seeded sample
-bounds both, and keeps the sensitivity of the drift tests the same from window to window
-(see ``bench/drift.py`` for the figures and the note on sample size and test power).
+the row count; on a million rows it needs about a minute and more than a GiB. A fixed, seeded
+sample bounds both, and keeps the sensitivity of the drift tests the same from window to
+window (see ``bench/drift.py`` for the figures and the note on sample size and test power).
 
 How: "bottom-k" sampling. Every row gets a seeded uniform key and the k rows with the smallest
 keys are kept, which is a uniform sample without replacement. The k smallest can be updated
@@ -12,10 +12,15 @@ bounded by the sample plus one batch. Stratified samples keep each stratum's sha
 exactly (largest-remainder quotas); their counts come from a first pass over that column only.
 The keys are drawn in row order, so a frame and the same rows read batch by batch give the
 same sample.
+
+Files are read with ``ParquetFile.iter_batches``, which decodes a row group a batch at a
+time; the dataset scanner decodes whole row groups (a million rows in a Delta file written
+with the defaults) and peaked at about twice the memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,10 +31,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-_ALL = ""
 _NULL = "<null>"
 _MAX_STRATA = 100
-_BATCH_ROWS = 65_536
+_BATCH_ROWS = 16_384
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,12 +56,13 @@ def sample_frame(
     """At most ``size`` rows of ``frame`` (all of them, in order, when it is not larger)."""
     import pyarrow as pa
 
-    if size <= 0:
-        raise ValueError(f"sample size must be positive, got {size}")
-    strata = _strata(pa.array(frame[stratify_by])) if stratify_by is not None else None
-    quotas = {_ALL: size} if strata is None else _quotas(_counts(strata), size)
+    _check_size(size)
+    strata = _Strata.of(
+        size, None if stratify_by is None else _labels(pa.array(frame[stratify_by]))
+    )
     keys = np.random.default_rng(seed).random(len(frame))
-    keep = np.sort(_bottom_k(keys, strata, quotas))
+    codes = strata.codes(None if stratify_by is None else pa.array(frame[stratify_by]), len(frame))
+    keep = np.sort(_bottom_k(keys, codes, strata.quotas))
     return Sample(
         frame=frame.iloc[keep].reset_index(drop=True),
         source_rows=len(frame),
@@ -82,47 +87,29 @@ def sample_dataset(
     """
     import pyarrow as pa
 
-    if size <= 0:
-        raise ValueError(f"sample size must be positive, got {size}")
+    _check_size(size)
     read = columns
     if columns is not None and stratify_by is not None and stratify_by not in columns:
         read = [*columns, stratify_by]
-    quotas = (
-        {_ALL: size}
-        if stratify_by is None
-        else _quotas(_dataset_counts(dataset, stratify_by, filter, batch_rows), size)
-    )
+    counts = None
+    if stratify_by is not None:
+        counts = _Counter()
+        for table in _tables(dataset, [stratify_by], filter, batch_rows):
+            counts.add(_labels(table.column(0)))
+    strata = _Strata.of(size, counts)
     rng = np.random.default_rng(seed)
-    kept: pa.Table | None = None
-    kept_keys = np.empty(0)
-    kept_pos = np.empty(0, dtype=np.int64)
-    kept_strata: np.ndarray | None = None if stratify_by is None else np.empty(0, dtype=object)
-    seen = 0
-    scanner = dataset.scanner(columns=read, filter=filter, batch_size=batch_rows)
-    for batch in scanner.to_batches():
-        if batch.num_rows == 0:
-            continue
-        table = pa.Table.from_batches([batch])
-        keys = np.concatenate([kept_keys, rng.random(batch.num_rows)])
-        pos = np.concatenate([kept_pos, np.arange(seen, seen + batch.num_rows)])
-        seen += batch.num_rows
-        candidates = table if kept is None else pa.concat_tables([kept, table])
-        strata = None
-        if kept_strata is not None:
-            strata = np.concatenate([kept_strata, _strata(table.column(stratify_by))])
-        keep = _bottom_k(keys, strata, quotas)
-        kept, kept_keys, kept_pos = candidates.take(pa.array(keep)), keys[keep], pos[keep]
-        if strata is not None:
-            kept_strata = strata[keep]
-    if kept is None:
-        empty = (
-            dataset.schema if read is None else pa.schema([dataset.schema.field(c) for c in read])
-        )
-        return Sample(empty.empty_table().to_pandas(), 0, seed, stratify_by)
-    order = np.argsort(kept_pos, kind="stable")
+    reservoir = _Reservoir(strata.quotas)
+    for table in _tables(dataset, read, filter, batch_rows):
+        values = None if stratify_by is None else table.column(stratify_by)
+        reservoir.offer(table, rng.random(table.num_rows), strata.codes(values, table.num_rows))
+    if reservoir.kept is None:
+        names = dataset.schema.names if read is None else read
+        empty = pa.schema([dataset.schema.field(name) for name in names]).empty_table()
+        return Sample(empty.to_pandas(), 0, seed, stratify_by)
+    order = np.argsort(reservoir.positions, kind="stable")
     return Sample(
-        frame=kept.take(pa.array(order)).to_pandas(),
-        source_rows=seen,
+        frame=reservoir.kept.take(pa.array(order)).to_pandas(),
+        source_rows=reservoir.seen,
         seed=seed,
         stratify_by=stratify_by,
     )
@@ -136,77 +123,195 @@ def open_parquet(path: str) -> ds.Dataset:
 
 
 def open_delta(table_uri: str, version: int | None = None) -> ds.Dataset:
-    """A Delta table at ``version`` (latest when None), as a lazily read dataset."""
+    """A Delta table at ``version`` (latest when None), as a lazily read dataset.
+
+    A local table's files are read through pyarrow's own filesystem: through the delta-rs
+    filesystem object, reading a million-row file peaked at twice the memory.
+    """
+    from urllib.parse import urlparse
+
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
     from deltalake import DeltaTable
 
-    return DeltaTable(table_uri, version=version).to_pyarrow_dataset()
+    dataset = DeltaTable(table_uri, version=version).to_pyarrow_dataset()
+    parsed = urlparse(table_uri)
+    if parsed.scheme not in ("", "file"):
+        return dataset
+    root = pafs.SubTreeFileSystem(
+        parsed.path if parsed.scheme else table_uri, pafs.LocalFileSystem()
+    )
+    fragments = [
+        dataset.format.make_fragment(
+            fragment.path, root, partition_expression=fragment.partition_expression
+        )
+        for fragment in dataset.get_fragments()
+    ]
+    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, root)
 
 
-def _strata(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Stratum labels as strings, nulls as their own stratum."""
+def _check_size(size: int) -> None:
+    if size <= 0:
+        raise ValueError(f"sample size must be positive, got {size}")
+
+
+class _Counter:
+    """Rows per stratum label, refusing continuous columns."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, labels: pa.Array | pa.ChunkedArray) -> _Counter:
+        import pyarrow.compute as pc
+
+        for item in pc.value_counts(labels).to_pylist():
+            self.counts[item["values"]] = self.counts.get(item["values"], 0) + item["counts"]
+        if len(self.counts) > _MAX_STRATA:
+            raise ValueError(
+                f"cannot stratify by a column with more than {_MAX_STRATA} distinct values; "
+                "use a class label, not a continuous value"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class _Strata:
+    """Stratum labels (sorted), and rows to keep of each: proportional, summing to the
+    sample size (largest remainder, ties to the first label)."""
+
+    labels: tuple[str, ...]
+    quotas: np.ndarray
+
+    @staticmethod
+    def of(size: int, counts: _Counter | pa.Array | None) -> _Strata:
+        if counts is None:
+            return _Strata((), np.array([size]))
+        if not isinstance(counts, _Counter):
+            counts = _Counter().add(counts)
+        labels = tuple(sorted(counts.counts))
+        rows = np.array([counts.counts[label] for label in labels], dtype=np.int64)
+        total = int(rows.sum())
+        if total <= size:
+            return _Strata(labels, rows)
+        exact = size * rows / total
+        quotas = np.floor(exact).astype(np.int64)
+        by_remainder = np.argsort(quotas - exact, kind="stable")
+        quotas[by_remainder[: size - int(quotas.sum())]] += 1
+        return _Strata(labels, quotas)
+
+    def codes(self, values: pa.Array | pa.ChunkedArray | None, rows: int) -> np.ndarray:
+        """Each row's stratum index; -1 for a label not counted (quota 0)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if values is None:
+            return np.zeros(rows, dtype=np.int64)
+        index = pc.index_in(_labels(values), value_set=pa.array(self.labels, pa.string()))
+        return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+class _Reservoir:
+    """The rows with the smallest keys offered so far, up to each stratum's quota.
+
+    A row whose key is above its stratum's largest kept key (once the quota is full) can
+    never enter, so it is dropped before the concatenation: after the first batches only a
+    few rows per batch are copied.
+    """
+
+    def __init__(self, quotas: np.ndarray) -> None:
+        self.quotas = quotas
+        self.kept: pa.Table | None = None
+        self.keys = np.empty(0)
+        self.codes = np.empty(0, dtype=np.int64)
+        self.positions = np.empty(0, dtype=np.int64)
+        self.seen = 0
+
+    def offer(self, table: pa.Table, keys: np.ndarray, codes: np.ndarray) -> None:
+        import pyarrow as pa
+
+        positions = np.arange(self.seen, self.seen + table.num_rows)
+        self.seen += table.num_rows
+        entering = keys < self._limits()[codes]
+        if not entering.any():
+            return
+        if not entering.all():
+            table = table.filter(pa.array(entering))
+            keys, codes, positions = keys[entering], codes[entering], positions[entering]
+        candidates = table if self.kept is None else pa.concat_tables([self.kept, table])
+        keys = np.concatenate([self.keys, keys])
+        codes = np.concatenate([self.codes, codes])
+        keep = _bottom_k(keys, codes, self.quotas)
+        self.kept = candidates.take(pa.array(keep))
+        self.keys, self.codes = keys[keep], codes[keep]
+        self.positions = np.concatenate([self.positions, positions])[keep]
+
+    def _limits(self) -> np.ndarray:
+        """Per stratum code, the key a row must be under to enter; the last entry is for
+        code -1 (never enters)."""
+        limits = np.full(len(self.quotas) + 1, -np.inf)
+        for code, quota in enumerate(self.quotas):
+            mine = self.keys[self.codes == code]
+            limits[code] = np.inf if len(mine) < quota else (mine.max() if len(mine) else -np.inf)
+        return limits
+
+
+def _tables(
+    dataset: ds.Dataset, columns: list[str] | None, filter: ds.Expression | None, batch_rows: int
+) -> Iterator[pa.Table]:
+    """Non-empty tables of at most ``batch_rows`` rows, typed as the dataset's schema.
+
+    With a filter, every column of a batch is read so that any expression can be evaluated;
+    partition values come from the fragment's partition expression.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    wanted = dataset.schema.names if columns is None else columns
+    needed = dataset.schema.names if filter is not None else wanted
+    fields = [dataset.schema.field(name) for name in needed]
+    for fragment in dataset.get_fragments(filter=filter):
+        partition = ds.get_partition_keys(fragment.partition_expression)
+        parquet = pq.ParquetFile(fragment.open())
+        in_file = [name for name in needed if name in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(
+            batch_size=batch_rows, columns=in_file, use_threads=False
+        ):
+            table = _complete(pa.Table.from_batches([batch]), fields, partition)
+            if filter is not None:
+                table = table.filter(filter)
+            if table.num_rows:
+                yield table.select(wanted)
+
+
+def _complete(table: pa.Table, fields: list[pa.Field], partition: dict) -> pa.Table:
+    """The columns of ``fields`` in that order and type: a file lacks partition columns, and
+    columns added to the table after it was written (null)."""
+    import pyarrow as pa
+
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.array([partition.get(field.name)] * table.num_rows, type=field.type)
+        for field in fields
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _labels(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Stratum labels as strings, nulls as a stratum of their own."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    labels = pc.fill_null(pc.cast(values, pa.string()), _NULL)
-    return np.asarray(labels.to_numpy(zero_copy_only=False), dtype=object)
+    return pc.fill_null(pc.cast(values, pa.string()), _NULL)
 
 
-def _counts(strata: np.ndarray) -> dict[str, int]:
-    labels, counts = np.unique(strata, return_counts=True)
-    return _checked({str(k): int(v) for k, v in zip(labels, counts, strict=True)})
-
-
-def _dataset_counts(
-    dataset: ds.Dataset, column: str, filter: ds.Expression | None, batch_rows: int
-) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    scanner = dataset.scanner(columns=[column], filter=filter, batch_size=batch_rows)
-    for batch in scanner.to_batches():
-        labels, n = np.unique(_strata(batch.column(0)), return_counts=True)
-        for label, count in zip(labels, n, strict=True):
-            counts[str(label)] = counts.get(str(label), 0) + int(count)
-        _checked(counts)
-    return counts
-
-
-def _checked(counts: dict[str, int]) -> dict[str, int]:
-    if len(counts) > _MAX_STRATA:
-        raise ValueError(
-            f"cannot stratify by a column with more than {_MAX_STRATA} distinct values; "
-            "use a class label, not a continuous value"
-        )
-    return counts
-
-
-def _quotas(counts: dict[str, int], size: int) -> dict[str, int]:
-    """Rows to keep per stratum: proportional, summing to ``size`` (largest remainder)."""
-    total = sum(counts.values())
-    if total <= size:
-        return dict(counts)
-    exact = {label: size * n / total for label, n in counts.items()}
-    quotas = {label: int(share) for label, share in exact.items()}
-    by_remainder = sorted(exact, key=lambda label: (quotas[label] - exact[label], label))
-    for label in by_remainder[: size - sum(quotas.values())]:
-        quotas[label] += 1
-    return quotas
-
-
-def _bottom_k(keys: np.ndarray, strata: np.ndarray | None, quotas: dict[str, int]) -> np.ndarray:
+def _bottom_k(keys: np.ndarray, codes: np.ndarray, quotas: np.ndarray) -> np.ndarray:
     """Positions of the rows with the smallest keys, up to each stratum's quota."""
-    if strata is None:
-        return _smallest(keys, quotas[_ALL], np.arange(len(keys)))
-    labels, inverse = np.unique(strata, return_inverse=True)
-    picks = [
-        _smallest(keys[rows], quotas.get(str(label), 0), rows)
-        for j, label in enumerate(labels)
-        for rows in [np.flatnonzero(inverse == j)]
-    ]
-    return np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)
-
-
-def _smallest(keys: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
-    if len(keys) <= k:
-        return rows
-    if k == 0:
-        return rows[:0]
-    return rows[np.argpartition(keys, k - 1)[:k]]
+    picks = []
+    for code, quota in enumerate(quotas):
+        rows = np.flatnonzero(codes == code)
+        if len(rows) > quota:
+            rows = rows[np.argpartition(keys[rows], quota - 1)[:quota]] if quota else rows[:0]
+        picks.append(rows)
+    return np.concatenate(picks)

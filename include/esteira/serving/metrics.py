@@ -29,6 +29,10 @@ class ServerMetrics:
         self.rows = Counter(
             "esteira_predicted_rows", "Rows scored by /invocations", registry=self.registry
         )
+        self.model_calls = Counter(
+            "esteira_model_calls", "Model calls (rows / calls: how well requests coalesce)",
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "esteira_model_version", "Live model version (0: no model loaded)",
             registry=self.registry,

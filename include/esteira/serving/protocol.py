@@ -48,9 +48,19 @@ class Inputs:
     rows: int
 
     def frame(self):
+        """A DataFrame over the arrays, without copies or checks (they are done).
+
+        ``DataFrame._from_arrays`` costs a quarter of the public constructor, which is
+        ~150 us of a single-row request (pandas is pinned below 3).
+        """
         import pandas as pd
 
-        return pd.DataFrame(self.columns, copy=False)
+        return pd.DataFrame._from_arrays(
+            list(self.columns.values()),
+            columns=pd.Index(list(self.columns)),
+            index=pd.RangeIndex(self.rows),
+            verify_integrity=False,
+        )
 
 
 def parse_request(body: bytes, content_type: str | None, spec: Sequence[ColumnSpec]) -> Inputs:
@@ -187,7 +197,7 @@ def _split(data: Any) -> tuple[list[str], dict[str, list]]:
             )
     if not rows:
         return names, {n: [] for n in names}
-    return names, dict(zip(names, (list(col) for col in zip(*rows)), strict=True))
+    return names, dict(zip(names, (list(col) for col in zip(*rows, strict=True)), strict=True))
 
 
 def _records(key: str, records: list) -> tuple[list[str], dict[str, list]]:
@@ -250,7 +260,7 @@ def _csv_columns(body: bytes) -> tuple[list[str], dict[str, list]]:
             )
     if not data:
         return names, {n: [] for n in names}
-    return names, dict(zip(names, (list(col) for col in zip(*data)), strict=True))
+    return names, dict(zip(names, (list(col) for col in zip(*data, strict=True)), strict=True))
 
 
 def _typed(spec: Sequence[ColumnSpec], names: list[str], raw: dict[str, list], convert) -> Inputs:

@@ -63,21 +63,21 @@ class ReproduceReport:
         return "\n".join([head, *rows, *(f"  ! {m}" for m in self.mismatches)])
 
 
-def _moment(value: Any) -> dt.date | dt.datetime:
-    text = str(value)
-    return dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
+def _optional_int(value: Any) -> int | None:
+    return None if value in (None, "", "None") else int(value)
 
 
 def feature_store_frame(uc: UseCase, lineage: Mapping[str, Any]) -> pd.DataFrame:
     """The training set rebuilt from the feature store at the recorded Delta version."""
-    from esteira.features import build_training_set
+    from esteira.features.training_set import build_training_set
 
     frame, _ref = build_training_set(
         uc,
         get_settings(),
-        _moment(lineage["start"]),
-        _moment(lineage["end"]),
+        dt.datetime.fromisoformat(str(lineage["start"])),
+        dt.datetime.fromisoformat(str(lineage["end"])),
         version=int(lineage["version"]),
+        labels_version=_optional_int(lineage.get("labels_version")),
     )
     return frame
 

@@ -29,13 +29,15 @@ def time_split(uc: UseCase, frame: pd.DataFrame) -> Split:
 
     The cuts sit at the timestamps found at the declared row fractions; rows sharing a
     timestamp stay together (on the later side), so the parts never overlap in time and the
-    result does not depend on the row order of ``frame``.
+    result does not depend on the row order of ``frame``: rows are sorted on every column
+    (timestamp and entity first), since some models (bootstrap samples) see row order.
     """
     ts_col = uc.timestamp
     fractions = uc.training.split
     if fractions.validation_fraction + fractions.test_fraction >= 1:
         raise SplitError("validation_fraction + test_fraction must leave rows for training")
-    ordered = frame.sort_values([ts_col, uc.entity], kind="mergesort").reset_index(drop=True)
+    keys = [ts_col, uc.entity, *(c for c in frame.columns if c not in (ts_col, uc.entity))]
+    ordered = frame.sort_values(keys, kind="mergesort").reset_index(drop=True)
     n = len(ordered)
     stamps = ordered[ts_col]
     val_start = stamps.iloc[int(n * (1 - fractions.validation_fraction - fractions.test_fraction))]

@@ -27,12 +27,12 @@ def settings(esteira_home):
 def churn(settings) -> UseCase:
     """Churn with 150 customers over 40 days, its landing files written."""
     uc = shrink(load_usecase(_ROOT / "include" / "usecases" / "churn.yaml"), entities=150, days=40)
-    generate_landing(uc, settings.landing_dir)
+    generate_landing(uc, settings.landing_dir / uc.source.landing)
     return uc
 
 
 @pytest.fixture
 def demand(settings) -> UseCase:
     uc = shrink(load_usecase(_ROOT / "tests" / "usecases" / "demand.yaml"), entities=30, days=30)
-    generate_landing(uc, settings.landing_dir)
+    generate_landing(uc, settings.landing_dir / uc.source.landing)
     return uc

@@ -61,7 +61,7 @@ def _inject(path, rows: list[dict]) -> None:
 
 def test_bad_rows_land_in_quarantine_with_their_reasons(settings):
     uc = shrink(load_usecase(settings.usecases_dir / "churn.yaml"), entities=100, days=10, bad_row_share=0.0)
-    generate_landing(uc, settings.landing_dir)
+    generate_landing(uc, settings.landing_dir / uc.source.landing)
     day_file = settings.landing_dir / "churn" / "events_2026-01-03.csv"
     good = dict(next(csv.DictReader(day_file.open())), customer_id="777")
     _inject(day_file, [
@@ -97,7 +97,7 @@ def test_bad_rows_land_in_quarantine_with_their_reasons(settings):
 
 def test_too_many_bad_rows_fail_the_run_naming_share_and_limit(settings):
     uc = shrink(load_usecase(settings.usecases_dir / "churn.yaml"), entities=100, days=3, bad_row_share=0.2)
-    generate_landing(uc, settings.landing_dir)
+    generate_landing(uc, settings.landing_dir / uc.source.landing)
     with pytest.raises(TooManyBadRows, match=r"events_2026-01-01\.csv: \d+ of \d+ rows are bad \(\d+\.\d%\), "
                        r"above the limit schema\.max_bad_share=5\.0%") as failure:
         refresh_features(uc, settings, date(2026, 1, 1), date(2026, 1, 3), run_id="r")
@@ -125,9 +125,10 @@ def test_training_sets_are_point_in_time_and_record_the_versions(churn, settings
     assert set(frame["churned"]) == {0, 1}
 
     pinned, pinned_ref = build_training_set(
-        churn, settings, datetime(2026, 1, 1), datetime(2026, 1, 27), version=first.version
+        churn, settings, datetime(2026, 1, 1), datetime(2026, 1, 27),
+        version=first.version, labels_version=first.labels_version,
     )
-    assert pinned_ref.version == first.version
+    assert (pinned_ref.version, pinned_ref.labels_version) == (first.version, first.labels_version)
     # the older version knows no event after 24 January: later labels get older rows
     assert pinned["feature_timestamp"].max() < datetime(2026, 1, 25) <= frame["feature_timestamp"].max()
     assert len(pinned) <= len(frame)

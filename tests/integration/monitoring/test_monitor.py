@@ -40,7 +40,9 @@ def test_drift_windows_give_one_retraining_and_reports_on_mlflow(mlflow_server, 
     uc, settings = churn_usecase(sample_size=3000), get_settings()
     reference = churn_frame(8000, seed=1)
     shifts = [False, True, True, True, False]
-    outcomes = [_window(uc, settings, day, shifted, reference) for day, shifted in enumerate(shifts)]
+    outcomes = [
+        _window(uc, settings, day, shifted, reference) for day, shifted in enumerate(shifts)
+    ]
 
     assert [o.drift.dataset_drift for o in outcomes] == shifts
     assert [set(o.drift.drifted_columns) for o in outcomes] == [
@@ -54,7 +56,11 @@ def test_drift_windows_give_one_retraining_and_reports_on_mlflow(mlflow_server, 
     assert history["retrain"].tolist() == [False, False, True, False, False]
     assert history["window_start"].iloc[0] == dt.datetime(2026, 3, 20)  # naive UTC
     assert set(json.loads(history["drifted_columns"].iloc[2])) == set(SHIFTED)
-    assert history[["reference_rows", "reference_sampled", "current_sampled"]].iloc[0].tolist() == [8000, 3000, 2500]
+    assert history[["reference_rows", "reference_sampled", "current_sampled"]].iloc[0].tolist() == [
+        8000,
+        3000,
+        2500,
+    ]
 
     client = MlflowClient(mlflow_server)
     run = client.get_run(outcomes[2].report.run_id)
@@ -93,5 +99,8 @@ def test_no_drift_no_retraining_and_quality_once_labels_arrive(mlflow_server, es
     assert row["quality_metric"] == "roc_auc"
     assert row["quality_drop"] == pytest.approx(0.8 - row["quality_value"])
     assert row["labeled_rows"] == 1500 and row["quality_breach"] and not row["drift_breach"]
-    artifacts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(outcomes[3].report.run_id, "monitoring")}
+    artifacts = {
+        a.path
+        for a in MlflowClient(mlflow_server).list_artifacts(outcomes[3].report.run_id, "monitoring")
+    }
     assert artifacts == {"monitoring/drift.html", "monitoring/quality.html"}

@@ -57,5 +57,7 @@ def test_rerun_replaces_the_row_of_its_window_and_version(esteira_home):
 def test_row_with_unknown_or_missing_columns_is_refused(esteira_home):
     row = _row(1, "1", 0.1) | {"surprise": 1}
     del row["breach"]
-    with pytest.raises(ValueError, match=r"missing columns \['breach'\].*unknown columns \['surprise'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing columns \['breach'\].*unknown columns \['surprise'\]"
+    ):
         write_result(get_settings(), churn_usecase(), row)

@@ -66,6 +66,7 @@ def register(uc: UseCase, trained) -> str:
             signature=infer_signature(example, pipeline.predict(example)),
             input_example=example,
             serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn", "cloudpickle"],  # skips a slow inference subprocess
             registered_model_name=uc.model_name,
         )
     return str(info.registered_model_version)

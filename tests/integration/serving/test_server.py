@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
+from esteira.config import get_usecase
 from esteira.serving.server import ServerConfig, create_app
 from tests.integration.serving import models
 
@@ -73,3 +74,176 @@ def test_each_format_answers_like_pyfunc_and_mlflow_serve(fmt, uc, champion, cli
     assert ours.json() == {"predictions": expected}
     assert theirs.json() == ours.json()
     assert ours.headers["x-model-version"] == champion
+
+
+def one_row(uc) -> dict:
+    return json.loads(models.frame(uc, 1, seed=3).to_json(orient="records"))[0]
+
+
+def bad_requests(uc):
+    row = one_row(uc)
+    without_device = {k: v for k, v in row.items() if k != "device"}
+    split = {"columns": list(row), "data": [list(row.values())]}
+    csv_header = ",".join(row)
+    j = "application/json"
+    return {
+        "missing column": (j, json.dumps({"dataframe_records": [without_device]}), 400,
+                           "missing column(s): device"),
+        "extra column": (j, json.dumps({"dataframe_records": [{**row, "colour": "red"}]}), 400,
+                         "unknown column(s): colour"),
+        "wrong type (number as text)": (
+            j, json.dumps({"dataframe_records": [{**row, "monthly_charges": "12.5"}]}), 400,
+            "column 'monthly_charges' (double) row 0: expected a number or null, got a string"),
+        "wrong type (category as number)": (
+            j, json.dumps({"inputs": {**{k: [v] for k, v in row.items()}, "plan": [3]}}), 400,
+            "column 'plan' (string) row 0: expected a string or null, got an integer"),
+        "wrong type (boolean as number)": (
+            j, json.dumps({"dataframe_split": {**split, "data": [[True if c == "tickets_30d_sum" else v
+                                                                   for c, v in row.items()]]}}),
+            400, "column 'tickets_30d_sum' (double) row 0: expected a number or null, got a boolean"),
+        "malformed JSON": (j, '{"dataframe_records": [', 400, "malformed JSON body"),
+        "invalid UTF-8": (j, b'{"inputs": "\xff"}', 400, "malformed JSON body"),
+        "empty body": (j, "", 400, "empty request body"),
+        "oversized body": (j, json.dumps({"dataframe_records": [row] * 200}), 413,
+                           "exceeds the limit of 20000 bytes"),
+        "no format key": (j, json.dumps({"data": [row]}), 400, "exactly one of dataframe_split"),
+        "two format keys": (j, json.dumps({"inputs": [row], "instances": [row]}), 400,
+                            "exactly one of dataframe_split"),
+        "top-level list": (j, json.dumps([row]), 400, "must be an object"),
+        "no rows": (j, json.dumps({"dataframe_records": []}), 400, "no rows"),
+        "ragged split": (j, json.dumps({"dataframe_split": {**split, "data": [[1.0]]}}), 400,
+                         "row 0 must be a list of 9 values"),
+        "unequal columns": (j, json.dumps({"inputs": {**{k: [v] for k, v in row.items()},
+                                                       "plan": ["basic", "premium"]}}), 400,
+                            "columns have different lengths"),
+        "records differ": (j, json.dumps({"instances": [row, without_device]}), 400,
+                           "row 1 has different columns than row 0; missing: device"),
+        "CSV wrong type": ("text/csv", csv_header + "\n" + ",".join(
+            "abc" if k == "monthly_charges" else str(v if v is not None else "") for k, v in row.items()),
+            400, "column 'monthly_charges' (double) row 0: expected a number, got a string 'abc'"),
+        "CSV ragged": ("text/csv", csv_header + "\n1,2\n", 400, "CSV line 2 has 2 fields"),
+        "CSV missing column": ("text/csv", "plan,region\nbasic,north\n", 400, "missing column(s): device"),
+        "unsupported content type": ("text/plain", json.dumps({"inputs": [row]}), 415,
+                                     "unsupported Content-Type 'text/plain'"),
+        "unsupported charset": ("application/json; charset=latin-1", json.dumps({"inputs": [row]}),
+                                415, "unsupported charset"),
+        "number beyond float range": (
+            j, json.dumps({"dataframe_records": [{**row, "monthly_charges": 7}]}).replace(
+                '"monthly_charges": 7', '"monthly_charges": 1' + "0" * 400),
+            400, "column 'monthly_charges' (double): int too large to convert to float"),
+        "deep nesting": (j, "[" * 19_000, 400, "malformed JSON body"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_requests(get_usecase("churn"))))
+def test_each_bad_request_gets_its_4xx_with_a_message(case, uc, client):
+    content_type, body, status, message = bad_requests(uc)[case]
+
+    response = client.post("/invocations", content=body, headers={"content-type": content_type})
+
+    assert response.status_code == status, response.text
+    assert message in response.json()["message"]
+    assert response.json()["error_code"]
+
+
+def test_a_good_request_after_bad_ones_still_answers(uc, client):
+    response = client.post("/invocations", json={"dataframe_records": [one_row(uc)]})
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1
+
+
+def test_a_model_error_on_valid_types_is_a_client_error(uc, client):
+    row = {**one_row(uc), "monthly_charges": float("inf")}
+    response = client.post(
+        "/invocations", content=json.dumps({"dataframe_records": [row]}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "the model could not score these rows" in response.json()["message"]
+
+
+def test_version_and_health_name_the_live_model(uc, champion, client):
+    version = client.get("/version").json()
+    assert version["model_name"] == uc.model_name
+    assert version["model_version"] == champion
+    assert version["run_id"]
+    assert version["loaded_at"]
+    assert client.get("/health").json()["status"] == "ready"
+    assert client.get("/ping").status_code == 200
+
+
+def test_metrics_count_requests_errors_latency_and_version(uc, champion, client):
+    client.post("/invocations", json={"dataframe_records": [one_row(uc)]})
+    client.post("/invocations", content="{", headers={"content-type": "application/json"})
+
+    text = client.get("/metrics").text
+
+    assert 'esteira_requests_total{path="/invocations",status="200"}' in text
+    assert 'esteira_request_errors_total{path="/invocations",status="400"}' in text
+    assert 'esteira_request_latency_seconds_bucket{le="0.005",path="/invocations"}' in text
+    assert f"esteira_model_version {float(champion)}" in text
+    assert f'model_version="{champion}"' in text
+
+
+def test_api_key_guards_invocations_and_reload_only(uc, settings, champion):
+    app = create_app(uc, settings, ServerConfig(poll_seconds=0, api_key="s3cret", inference_log=False))
+    body = {"dataframe_records": [one_row(uc)]}
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert client.post("/invocations", json=body).status_code == 401
+        assert client.post("/invocations", json=body, headers={"x-api-key": "nope"}).status_code == 403
+        assert client.post("/reload").status_code == 401
+        assert client.post("/invocations", json=body, headers={"x-api-key": "s3cret"}).status_code == 200
+        bearer = {"authorization": "Bearer s3cret"}
+        assert client.post("/reload", headers=bearer).json()["changed"] is False
+        assert client.get("/health").status_code == 200
+
+
+def test_starts_without_a_champion_and_picks_it_up_by_polling(settings):
+    from tests.integration.serving.conftest import fresh_usecase
+
+    uc = fresh_usecase()
+    app = create_app(uc, settings, ServerConfig(poll_seconds=0.5, inference_log=False))
+    with TestClient(app) as client:
+        time.sleep(1)
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert "no version of registered model" in health.json()["reason"]
+        refused = client.post("/invocations", json={"dataframe_records": [one_row(uc)]})
+        assert refused.status_code == 503
+        assert "no model is loaded" in refused.json()["message"]
+        assert client.get("/version").json()["model_version"] is None
+        assert client.post("/reload").status_code == 503
+
+        version = models.register(uc, models.train(uc, seed=2))
+        models.set_champion(uc, version)
+
+        assert wait_ready(client)["model_version"] == version
+        answered = client.post("/invocations", json={"dataframe_records": [one_row(uc)]})
+        assert answered.status_code == 200
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(client):
+    import schemathesis
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as run_settings
+    from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    cases = st.one_of(
+        schema.as_strategy(schemathesis.GenerationMode.POSITIVE),
+        schema.as_strategy(schemathesis.GenerationMode.NEGATIVE),
+    )
+    statuses = []
+
+    @run_settings(max_examples=100, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+    @given(case=cases)
+    def no_5xx(case):
+        response = case.call_and_validate(checks=[not_a_server_error])
+        statuses.append((case.operation.label, response.status_code))
+
+    no_5xx()
+    invocations = {s for label, s in statuses if label == "POST /invocations"}
+    assert 200 in invocations and 400 in invocations  # both the model and the checks were reached

@@ -13,6 +13,7 @@ from esteira.features.definitions import (
     check_definitions,
     compute_features,
     get_function,
+    history_columns,
     lookback_days,
     register,
 )
@@ -55,11 +56,8 @@ def _reference(frame: pd.DataFrame, target: np.ndarray, days: int) -> pd.DataFra
 @given(_events(), st.sampled_from([1, 3, 7]))
 def test_windows_match_a_row_by_row_reference(events, days):
     frame, target = events
-    batch = Batch.build(frame, target, "id", "ts")
-    got = pd.DataFrame({
-        "id": batch.data["id"].iloc[batch.rows].to_numpy(),
-        "ts": batch.data["ts"].iloc[batch.rows].to_numpy(),
-    })
+    batch = Batch.build(frame[~target], frame[target], "id", "ts")
+    got = batch.target[["id", "ts"]].copy()
     for name in ("mean", "sum", "max", "count"):
         feature = FeatureDef(name=name, function=f"rolling_{name}", source="x", window=f"{days}d")
         got[name] = get_function(feature.function)(batch, feature)
@@ -76,7 +74,8 @@ def test_a_later_event_never_changes_an_earlier_feature():
         "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-03 10:00", "2026-01-03 11:00", "2026-01-03 10:30"]),
         "x": [1.0, 5.0, 100.0, 7.0],
     })
-    batch = Batch.build(frame, np.array([True, True, False, True]), "id", "ts")
+    later = np.array([False, False, True, False])  # in the data, but after the others
+    batch = Batch.build(frame[later], frame[~later], "id", "ts")
     window = FeatureDef(name="m", function="rolling_max", source="x", window="7d")
     assert list(get_function("rolling_max")(batch, window)) == [1.0, 5.0, 7.0]
     count = FeatureDef(name="c", function="rolling_count", source=None, window="2d")
@@ -99,7 +98,7 @@ def test_a_use_case_can_register_its_own_function(churn_uc):
         "customer_id": [3, 3], "event_ts": pd.to_datetime(["2026-01-01", "2026-01-02"]),
         "monthly_charges": [20.0, 30.0],
     })
-    batch = Batch.build(frame, np.array([False, True]), "customer_id", "event_ts")
+    batch = Batch.build(frame.iloc[:1], frame.iloc[1:], "customer_id", "event_ts")
     assert compute_features(batch, uc)["low"].tolist() == [20.0]
     assert lookback_days(uc) == 3
 
@@ -120,7 +119,8 @@ def test_feature_types_follow_the_definitions(churn_uc):
         **{c: [None] for c in churn_uc.schema_.columns if c not in ("customer_id", "event_ts")},
     })
     frame["plan"] = pd.array(["basic"], dtype="string")
-    batch = Batch.build(frame, np.array([True]), "customer_id", "event_ts")
+    history = frame[history_columns(churn_uc)].iloc[:0]
+    batch = Batch.build(history, frame, "customer_id", "event_ts")
     features = compute_features(batch, churn_uc)
     assert list(features.columns) == ["customer_id", "event_ts", *churn_uc.feature_names]
     assert str(features["plan"].dtype) == "string"

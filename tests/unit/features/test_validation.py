@@ -94,7 +94,7 @@ def test_na_text_is_judged_not_taken_for_missing(churn_uc, tmp_path):
 def test_the_demand_use_case_validates_its_generated_data(demand_uc, tmp_path):
     uc = shrink(demand_uc, entities=40, days=3, bad_row_share=0.1)
     generate_landing(uc, tmp_path)
-    path = tmp_path / "demand" / "stores_2026-01-02.csv"
+    path = tmp_path / "stores_2026-01-02.csv"
     checked = validate(read_raw(path, list(uc.schema_.columns)), uc, day=date(2026, 1, 2))
     assert len(checked.good) + len(checked.bad) == 40
     assert 0 < len(checked.bad) < 15

@@ -57,7 +57,10 @@ def test_declared_method_and_threshold_are_applied(reference):
     current = churn_frame(6000, seed=2, shifted=SHIFTED)
     current["minutes_7d_mean"] *= 1.5  # drifts by the default threshold, not by 5.0
     result = compute_drift(reference, current, uc)
-    assert (result.columns["monthly_charges"].method, result.columns["monthly_charges"].threshold) == ("wasserstein", 0.1)
+    assert (
+        result.columns["monthly_charges"].method,
+        result.columns["monthly_charges"].threshold,
+    ) == ("wasserstein", 0.1)
     assert (result.columns["plan"].method, result.columns["plan"].threshold) == ("chisquare", 0.01)
     assert result.columns["plan"].score > 0.01 and not result.columns["plan"].drifted  # a p-value
     assert result.columns["minutes_7d_mean"].threshold == 5.0

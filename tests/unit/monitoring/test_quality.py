@@ -19,7 +19,9 @@ def test_metrics_match_sklearn(uc):
     auc = roc_auc_score(labeled["churned"], labeled["prediction"])
     result = compute_quality(labeled, uc, {"test_roc_auc": auc, "test_log_loss": 0.1})
     assert result.metrics["roc_auc"] == pytest.approx(auc)
-    assert result.metrics["log_loss"] == pytest.approx(log_loss(labeled["churned"], labeled["prediction"]))
+    assert result.metrics["log_loss"] == pytest.approx(
+        log_loss(labeled["churned"], labeled["prediction"])
+    )
     assert result.drops["roc_auc"] == pytest.approx(0.0, abs=1e-9)
     assert result.drops["log_loss"] == pytest.approx(result.metrics["log_loss"] - 0.1)
     assert set(result.test_metrics) == {"roc_auc", "log_loss"}
@@ -46,3 +48,9 @@ def test_single_class_or_no_labels_cannot_be_judged(uc):
 def test_missing_test_metric_is_named(uc):
     with pytest.raises(ValueError, match="test_roc_auc"):
         compute_quality(labeled_predictions(100, seed=1, skill=1.0), uc, {"test_f1": 0.5})
+
+
+def test_missing_prediction_column_is_named(uc):
+    labeled = labeled_predictions(100, seed=1, skill=1.0).drop(columns="prediction")
+    with pytest.raises(ValueError, match="prediction"):
+        compute_quality(labeled, uc, {"test_roc_auc": 0.8})

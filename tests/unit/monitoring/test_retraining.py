@@ -19,7 +19,9 @@ def _day(i: int) -> dt.datetime:
     return DAY0 + dt.timedelta(days=i)
 
 
-def _history(breaches: list[bool], retrains: list[bool] | None = None, version: str = "1") -> pd.DataFrame:
+def _history(
+    breaches: list[bool], retrains: list[bool] | None = None, version: str = "1"
+) -> pd.DataFrame:
     retrains = retrains or [False] * len(breaches)
     return pd.DataFrame(
         {

@@ -107,3 +107,21 @@ def test_empty_selection_gives_an_empty_sample(frame, tmp_path):
     )
     assert (sample.source_rows, sample.sampled_rows) == (0, 0)
     assert list(sample.frame.columns) == ["plan"]
+
+
+def test_partitioned_delta_with_a_filter_on_partition_and_data_columns(frame, tmp_path):
+    uri = str(tmp_path / "partitioned")
+    write_deltalake(uri, frame.assign(day=np.arange(len(frame)) % 4), partition_by=["day"])
+    window = (ds.field("day") >= 2) & (ds.field("monthly_charges") > 50)
+    sample = sample_dataset(
+        open_delta(uri),
+        size=500,
+        seed=1,
+        columns=["day", "plan"],
+        stratify_by="churned",
+        filter=window,
+    )
+    expected = frame[(np.arange(len(frame)) % 4 >= 2) & (frame["monthly_charges"] > 50)]
+    assert sample.source_rows == len(expected)
+    assert set(sample.frame["day"]) == {2, 3}
+    assert list(sample.frame.columns) == ["day", "plan", "churned"]
