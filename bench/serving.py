@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -72,6 +73,43 @@ def _register(model, x) -> str:
     return version
 
 
+class _Connection:
+    """A keep-alive HTTP/1.1 client on a raw socket: the request bytes are built once, so
+    the client spends microseconds per request and the servers, not the client, are measured."""
+
+    def __init__(self, port: int, body: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = (
+            f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.buffer = b""
+
+    def send(self) -> tuple[int, bytes]:
+        self.sock.sendall(self.request)
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            rest += self._recv()
+        self.buffer = rest[length:]
+        return status, rest[:length]
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _load(port: int, body: bytes, concurrency: int, total: int) -> dict:
     """Send ``total`` requests from ``concurrency`` keep-alive connections."""
     per_client = max(total // concurrency, 1)
@@ -79,20 +117,17 @@ def _load(port: int, body: bytes, concurrency: int, total: int) -> dict:
     errors = []
     lock = threading.Lock()
     ready = threading.Barrier(concurrency + 1)
-    headers = {"Content-Type": "application/json"}
 
     def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = _Connection(port, body)
         mine = []
         ready.wait()
         for _ in range(per_client):
             started = time.perf_counter()
-            conn.request("POST", "/invocations", body, headers)
-            response = conn.getresponse()
-            response.read()
+            status, _ = conn.send()
             mine.append(time.perf_counter() - started)
-            if response.status != 200:
-                errors.append(response.status)
+            if status != 200:
+                errors.append(status)
         conn.close()
         with lock:
             latencies.extend(mine)
@@ -112,6 +147,23 @@ def _load(port: int, body: bytes, concurrency: int, total: int) -> dict:
         "p99_ms": latencies[min(int(len(latencies) * 0.99), len(latencies) - 1)] * 1000,
         "errors": len(errors),
     }
+
+
+def _post(port: int, body: bytes) -> dict:
+    conn = _Connection(port, body)
+    status, answer = conn.send()
+    conn.close()
+    return json.loads(answer)
+
+
+def _rows_per_model_call(port: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("esteira_predicted_rows_total", "esteira_model_calls_total"))}
+    return values["esteira_predicted_rows_total"] / max(values["esteira_model_calls_total"], 1)
 
 
 def _post(port: int, body: bytes) -> dict:

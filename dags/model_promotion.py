@@ -49,7 +49,7 @@ def model_promotion(uc):
         def check_approval(candidate: dict, **context) -> str:
             return "approve_promotion" if context["params"]["require_approval"] else "promote_challenger"
 
-        approve = ApprovalOperator(
+        approve_promotion = ApprovalOperator(
             task_id="approve_promotion",
             subject=f"Promote a new champion of '{uc.model_name}'?",
             body=(
@@ -79,8 +79,8 @@ def model_promotion(uc):
         candidate = read_challenger()
         branch = check_approval(candidate)
         promoted = promote_challenger(candidate)
-        branch >> [approve, promoted]
-        approve >> promoted
+        branch >> [approve_promotion, promoted]
+        approve_promotion >> promoted
         deploy_champion(promoted)
 
     return _dag()

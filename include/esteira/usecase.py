@@ -118,7 +118,13 @@ class TrainingSpec(_Strict):
 
 
 class MetricThreshold(_Strict):
-    """One gate rule, in the terms of ``mlflow.models.MetricThreshold``."""
+    """One gate rule, in the terms of ``mlflow.models.MetricThreshold``.
+
+    ``threshold`` is absolute. ``min_absolute_change`` / ``min_relative_change`` compare
+    with the champion: a positive value demands that much improvement (MLflow's meaning);
+    zero or a negative value is a tolerance, "no worse than the champion by more than
+    that", which MLflow's own class refuses and Esteira checks with MLflow's formulas.
+    """
 
     metric: str
     greater_is_better: bool = True
