@@ -110,8 +110,11 @@ class _Connection:
         self.sock.close()
 
 
-def _load(port: int, body: bytes, concurrency: int, total: int) -> dict:
-    """Send ``total`` requests from ``concurrency`` keep-alive connections."""
+def _load(port: int, body: bytes, concurrency: int, total: int) -> tuple[list[float], float, int]:
+    """Send ``total`` requests from ``concurrency`` keep-alive connections.
+
+    Returns the latencies, the elapsed wall time and the number of non-200 answers.
+    """
     per_client = max(total // concurrency, 1)
     latencies: list[float] = []
     errors = []
@@ -139,14 +142,29 @@ def _load(port: int, body: bytes, concurrency: int, total: int) -> dict:
     started = time.perf_counter()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(int(len(latencies) * 0.99), len(latencies) - 1)] * 1000,
-        "errors": len(errors),
-    }
+    return latencies, time.perf_counter() - started, len(errors)
+
+
+def _compare(servers: dict, body: bytes, concurrency: int, total: int, rounds: int) -> dict:
+    """Alternate the servers over ``rounds`` rounds, so a shift in the machine's load
+    (it is shared) hits both alike; returns figures per server."""
+    figures = {name: {"latencies": [], "seconds": 0.0, "errors": 0} for name in servers}
+    for _ in range(rounds):
+        for name, service in servers.items():
+            latencies, seconds, errors = _load(service.port, body, concurrency, total // rounds)
+            figures[name]["latencies"] += latencies
+            figures[name]["seconds"] += seconds
+            figures[name]["errors"] += errors
+    out = {}
+    for name, f in figures.items():
+        lat = sorted(f["latencies"])
+        out[name] = {
+            "rps": len(lat) / f["seconds"],
+            "p50_ms": statistics.median(lat) * 1000,
+            "p99_ms": lat[min(int(len(lat) * 0.99), len(lat) - 1)] * 1000,
+            "errors": f["errors"],
+        }
+    return out
 
 
 def _post(port: int, body: bytes) -> dict:
@@ -156,14 +174,14 @@ def _post(port: int, body: bytes) -> dict:
     return json.loads(answer)
 
 
-def _rows_per_model_call(port: int) -> float:
+def _rows_and_calls(port: int) -> tuple[float, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line.startswith(("esteira_predicted_rows_total", "esteira_model_calls_total"))}
-    return values["esteira_predicted_rows_total"] / max(values["esteira_model_calls_total"], 1)
+    return values["esteira_predicted_rows_total"], values["esteira_model_calls_total"]
 
 
 def _post(port: int, body: bytes) -> dict:
@@ -193,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from esteira.stack import process
     from esteira.stack.mlflow_server import mlflow_service
 
+    load_before = os.getloadavg()[0]
     home = Path(tempfile.mkdtemp(prefix="esteira-bench-serving-"))
     uc = get_usecase("churn")
     mlflow_port, mlflow_serve_port, esteira_port = (process.free_port() for _ in range(3))
@@ -243,24 +262,31 @@ def main(argv: list[str] | None = None) -> int:
 
         results: dict[str, dict] = {}
         for label, body in payloads.items():
-            total = args.requests if label == "1 row" else max(args.requests // 4, 40)
+            total = args.requests if label == "1 row" else max(args.requests // 4, 80)
             for concurrency in (1, 8):
-                for name, service in servers.items():
-                    _load(service.port, body, concurrency, min(total, 40))  # warm up
-                    results[f"{name}|{label}|c{concurrency}"] = _load(
-                        service.port, body, concurrency, total
-                    )
+                for service in servers.values():
+                    _load(service.port, body, concurrency, 40)  # warm up
+                rows_before, calls_before = _rows_and_calls(esteira_port)
+                measured = _compare(servers, body, concurrency, total, rounds=4)
+                rows, calls = _rows_and_calls(esteira_port)
+                measured["esteira"]["rows_per_call"] = (rows - rows_before) / max(calls - calls_before, 1)
+                for name, result in measured.items():
+                    results[f"{name}|{label}|c{concurrency}"] = result
         ceiling = _ceiling(model, one)
     finally:
         for pid in reversed(pids):
             process.stop_group(pid)
 
-    print(f"model: {_MODEL} version {version} (one-hot + imputer + 10-tree random forest)")
-    print(f"{'scenario':<16}{'server':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"model: {_MODEL} version {version} (one-hot + imputer + 10-tree random forest); "
+          f"machine load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(a shared machine: both servers were measured in alternating rounds)")
+    print(f"{'scenario':<16}{'server':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'rows/model call':>17}")
     for key, r in results.items():
         name, label, conc = key.split("|")
+        per_call = f"{r['rows_per_call']:.1f}" if "rows_per_call" in r else ""
         print(f"{label + ' ' + conc:<16}{name:<9}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}"
-              f"{r['p99_ms']:>9.2f}{r['errors']:>8}")
+              f"{r['p99_ms']:>9.2f}{r['errors']:>8}{per_call:>17}")
     ratios = {}
     for label, short in (("1 row", "single_row"), ("100 rows", "hundred_rows")):
         for conc in ("c1", "c8"):
@@ -280,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         **{f"{k.replace('|', '_').replace(' ', '_')}_p99_ms": round(v["p99_ms"], 2)
            for k, v in results.items()},
         "errors": sum(v["errors"] for v in results.values()),
+        "esteira_rows_per_model_call_1_row_c8": round(results["esteira|1 row|c8"]["rows_per_call"], 2),
+        "load_average": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(summary))
     return 0

@@ -4,9 +4,10 @@ its JSON API on the api-server, and task links to MLflow.
 Every Airflow process imports plugins, task processes included, while only the api-server
 serves the page: this module imports nothing heavy, and the FastAPI app is built on its
 first request. The data gathering lives in ``esteira.ui`` (no Airflow there).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI must resolve the annotations of the
+routes, whose types are imported inside ``create_app``.
+"""
 
 import datetime as dt
 import json
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 URL_PREFIX = "/esteira"
 
 
-def create_app() -> FastAPI:
+def create_app() -> "FastAPI":
     """The page, the API and the report proxy; every route needs an Airflow login.
 
     A plugin's routes are not authenticated by default: the app-wide dependency checks the
@@ -131,13 +132,13 @@ class _LazyApp:
     def __init__(self) -> None:
         self._app: FastAPI | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
         if self._app is None:
             self._app = create_app()
         await self._app(scope, receive, send)
 
 
-def _return_value(ti_key: TaskInstanceKey, task_id: str) -> Any:
+def _return_value(ti_key: "TaskInstanceKey", task_id: str) -> Any:
     """A task's return value in the same DAG run, read from the metadata database (links
     are resolved in the api-server, outside any task)."""
     from airflow.models.xcom import XComModel
@@ -171,7 +172,7 @@ class MlflowRunLink(BaseOperatorLink):
 
     name = "MLflow run"
 
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+    def get_link(self, operator: Any, *, ti_key: "TaskInstanceKey") -> str:
         from esteira.config import get_settings
         from esteira.ui import links
 
@@ -188,7 +189,7 @@ class MlflowModelLink(BaseOperatorLink):
 
     name = "MLflow model version"
 
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+    def get_link(self, operator: Any, *, ti_key: "TaskInstanceKey") -> str:
         from esteira.config import get_settings
         from esteira.ui import links
 

@@ -169,10 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from esteira.config import ConfigError
+    import os
+
+    from esteira.config import ConfigError, get_settings
     from esteira.stack.process import ServiceError
 
     try:
+        # Commands that read MLflow talk to the stack's tracking server, never a local file.
+        os.environ.setdefault("MLFLOW_TRACKING_URI", get_settings().tracking_uri)
         return args.func(args)
     except (ConfigError, ServiceError) as exc:
         print(f"esteira: {exc}", file=sys.stderr)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 
 from esteira.stack import process
 
 
 @pytest.fixture(scope="session")
-def stack_env(tmp_path_factory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("stack_home")
+def stack_env() -> dict[str, str]:
+    # Not under pytest's basetemp: other pytest sessions on the machine prune those folders,
+    # which would pull ESTEIRA_HOME from under a running stack.
+    home = tempfile.mkdtemp(prefix="esteira-e2e-")
     return {
         "ESTEIRA_HOME": str(home),
         "ESTEIRA_AIRFLOW_PORT": str(process.free_port()),

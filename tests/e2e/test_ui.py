@@ -130,6 +130,7 @@ def test_training_tasks_link_to_their_mlflow_runs(stack, airflow):
     xcoms = {
         "select_best": {"name": "lr", "run_id": "abc123", "model_uri": "m", "metrics": {}},
         "build_training_set": {"table_uri": "t", "version": 1, "parent_run_id": "parent9"},
+        "train_candidate": {"name": "rf", "run_id": "child7", "model_uri": "m", "metrics": {}},
     }
     for task_id, value in xcoms.items():
         airflow.request(
@@ -145,7 +146,9 @@ def test_training_tasks_link_to_their_mlflow_runs(stack, airflow):
 
     assert links("select_best")["MLflow run"] == f"{mlflow_ui}/#/runs/abc123"
     assert links("evaluate_gate")["MLflow run"] == f"{mlflow_ui}/#/runs/parent9"
+    assert links("train_candidate")["MLflow run"] == f"{mlflow_ui}/#/runs/child7"
     assert links("plan_candidates") == {"MLflow model version": None, "MLflow run": None}
     plugin = next(p for p in airflow.request("GET", "plugins")["plugins"] if p["name"] == "esteira")
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/esteira"
     assert plugin["external_views"][0]["url_route"] == "esteira"
+    assert airflow.request("GET", "plugins/importErrors")["import_errors"] == []

@@ -57,11 +57,10 @@ def sample_frame(
     import pyarrow as pa
 
     _check_size(size)
-    strata = _Strata.of(
-        size, None if stratify_by is None else _labels(pa.array(frame[stratify_by]))
-    )
+    values = None if stratify_by is None else pa.array(frame[stratify_by])
+    strata = _Strata.of(size, None if values is None else _Counter().add(_labels(values)))
     keys = np.random.default_rng(seed).random(len(frame))
-    codes = strata.codes(None if stratify_by is None else pa.array(frame[stratify_by]), len(frame))
+    codes = strata.codes(values, len(frame))
     keep = np.sort(_bottom_k(keys, codes, strata.quotas))
     return Sample(
         frame=frame.iloc[keep].reset_index(drop=True),
@@ -107,12 +106,11 @@ def sample_dataset(
         empty = pa.schema([dataset.schema.field(name) for name in names]).empty_table()
         return Sample(empty.to_pandas(), 0, seed, stratify_by)
     order = np.argsort(reservoir.positions, kind="stable")
-    return Sample(
-        frame=reservoir.kept.take(pa.array(order)).to_pandas(),
-        source_rows=reservoir.seen,
-        seed=seed,
-        stratify_by=stratify_by,
-    )
+    frame, rows = reservoir.kept.take(pa.array(order)).to_pandas(), reservoir.seen
+    del reservoir
+    # Arrow's allocator keeps freed batches for reuse; hand them back before Evidently runs.
+    pa.default_memory_pool().release_unused()
+    return Sample(frame, source_rows=rows, seed=seed, stratify_by=stratify_by)
 
 
 def open_parquet(path: str) -> ds.Dataset:
@@ -183,11 +181,9 @@ class _Strata:
     quotas: np.ndarray
 
     @staticmethod
-    def of(size: int, counts: _Counter | pa.Array | None) -> _Strata:
+    def of(size: int, counts: _Counter | None) -> _Strata:
         if counts is None:
             return _Strata((), np.array([size]))
-        if not isinstance(counts, _Counter):
-            counts = _Counter().add(counts)
         labels = tuple(sorted(counts.counts))
         rows = np.array([counts.counts[label] for label in labels], dtype=np.int64)
         total = int(rows.sum())
@@ -314,4 +310,4 @@ def _bottom_k(keys: np.ndarray, codes: np.ndarray, quotas: np.ndarray) -> np.nda
         if len(rows) > quota:
             rows = rows[np.argpartition(keys[rows], quota - 1)[:quota]] if quota else rows[:0]
         picks.append(rows)
-    return np.concatenate(picks)
+    return np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)

@@ -14,7 +14,7 @@ _BREACH = "#dc2626"
 
 
 def drift_chart_svg(
-    series: Sequence[Mapping[str, Any]], threshold: float, width: int = 720, height: int = 200
+    series: Sequence[Mapping[str, Any]], threshold: float, width: int = 960, height: int = 190
 ) -> str:
     """``series``: points with ``window_end`` (ISO), ``drift_share``, ``model_version``,
     ``breach``, oldest first. One line per model version, the threshold dashed, windows

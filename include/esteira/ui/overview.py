@@ -33,6 +33,7 @@ MONITORING_WINDOWS = 10
 CHART_WINDOWS = 90
 REPORT_FILE = "monitoring/drift.html"
 _TIMEOUT = 2.0
+_PAST = {"promote": "promoted", "rollback": "rolled back to"}
 
 
 def mlflow_problem(tracking_uri: str, timeout: float = _TIMEOUT) -> str | None:
@@ -107,7 +108,7 @@ def usecase_overview(
         problems,
         "monitoring table",
         lambda: monitoring_view(uc, settings, report_base, None if mlflow_down else _client(settings)),
-        {"available": False, "message": "the monitoring table could not be read", "windows": [],
+        {"available": False, "message": "The monitoring table could not be read", "windows": [],
          "series": [], "threshold": uc.monitoring.drift_share_threshold, "latest_report": None},
     )
     return view
@@ -276,13 +277,14 @@ def lineage_chain(
         e for e in history
         if e.get("alias") == "champion" and str(e.get("version")) == str(version)
     ]
-    deployment_lines = [f"{e.get('action')} at {e.get('at')} by {e.get('actor')}" for e in moves]
+    deployment_lines = [f"{_PAST.get(e.get('action'), e.get('action'))} by {e.get('actor')}" for e in moves]
     if serving:
         live = serving.get("model_version")
-        deployment_lines.append(
-            f"online server {serving['url']}: serving version {live}" if live else
-            f"online server {serving['url']}: no model loaded"
+        state = (
+            "not reachable" if not serving["reachable"]
+            else f"serving v{live}" if live else "no model loaded"
         )
+        deployment_lines.append(f"online server {state}")
     return [
         {
             "title": "Feature table",
@@ -350,7 +352,7 @@ def monitoring_view(
     threshold = uc.monitoring.drift_share_threshold
     history = read_history(settings, uc)
     if history.empty:
-        return {"available": False, "message": "no monitoring window recorded yet",
+        return {"available": False, "message": "No monitoring window recorded yet",
                 "windows": [], "series": [], "threshold": threshold, "latest_report": None}
     rows = [_window_row(row) for row in history.to_dict("records")]
     threshold = rows[-1]["drift_share_threshold"] or threshold
@@ -374,7 +376,12 @@ def _report_links(
     row: Mapping[str, Any], settings: Settings, report_base: str | None, client: MlflowClient | None
 ) -> dict[str, Any]:
     run_id = row["report_run_id"]
-    experiment_id = client.get_run(run_id).info.experiment_id if client is not None else None
+    experiment_id = None
+    if client is not None:
+        try:
+            experiment_id = client.get_run(run_id).info.experiment_id
+        except Exception:  # noqa: BLE001 - a missing run still leaves the direct run link
+            experiment_id = None
     mlflow_link = (
         links.mlflow_artifact_url(settings.mlflow_ui_url, experiment_id, run_id, REPORT_FILE)
         if experiment_id else links.mlflow_run_url(settings.mlflow_ui_url, run_id)

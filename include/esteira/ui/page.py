@@ -21,14 +21,14 @@ _STYLE = """
         --ok:#15803d; --okbg:#dcfce7; --bad:#b91c1c; --badbg:#fee2e2; --warn:#92400e;
         --warnbg:#fef3c7; --accent:#2563eb; }
 * { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+body { margin:0; font:13px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
        color:var(--fg); background:var(--bg); }
 header { padding:14px 24px; background:var(--card); border-bottom:1px solid var(--line);
          display:flex; align-items:baseline; gap:16px; flex-wrap:wrap; }
 header h1 { font-size:20px; margin:0; }
 header .sub { color:var(--muted); }
 nav a { margin-right:10px; }
-main { padding:16px 24px 40px; max-width:1280px; }
+main { padding:16px 24px 40px; max-width:1480px; }
 a { color:var(--accent); text-decoration:none; } a:hover { text-decoration:underline; }
 section.usecase { margin-bottom:28px; }
 h2 { font-size:18px; margin:8px 0 2px; } h3 { font-size:15px; margin:0 0 10px; }
@@ -52,6 +52,7 @@ table { border-collapse:collapse; width:100%; }
 th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { color:var(--muted); font-weight:600; font-size:12px; text-transform:uppercase; letter-spacing:.03em; }
 td.num { font-variant-numeric:tabular-nums; }
+td.num, td.nowrap, th { white-space:nowrap; }
 dl { display:grid; grid-template-columns:max-content 1fr; gap:3px 14px; margin:10px 0; }
 dt { color:var(--muted); } dd { margin:0; overflow-wrap:anywhere; }
 .links a { margin-right:14px; }
@@ -69,7 +70,7 @@ code { font-size:12px; background:#f1f5f9; padding:0 4px; border-radius:4px; }
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Esteira</title><style>{{ style }}</style></head>
+<title>Esteira</title><style>{{ style|safe }}</style></head>
 <body>
 <header>
   <h1>Esteira</h1>
@@ -130,9 +131,9 @@ _TEMPLATE = """<!doctype html>
   {% endfor %}
   </div>
 
+  {% if uc.lineage %}
   <div class="card lineage">
     <h3>Lineage of the champion</h3>
-    {% if uc.lineage %}
     <div class="chain">
       {% for step in uc.lineage %}
         <div class="step" data-step="{{ step.title }}">
@@ -145,8 +146,8 @@ _TEMPLATE = """<!doctype html>
         {% if not loop.last %}<div class="arrow">&#8594;</div>{% endif %}
       {% endfor %}
     </div>
-    {% else %}<p class="empty">No champion, so no lineage to show yet.</p>{% endif %}
   </div>
+  {% endif %}
 
   <div class="card monitoring">
     <h3>Monitoring</h3>
@@ -162,7 +163,7 @@ _TEMPLATE = """<!doctype html>
         <tr><th>window</th><th>model</th><th>drift share</th><th>drifted columns</th><th>quality</th><th>rows</th><th>decision</th></tr>
         {% for w in m.windows %}
         <tr>
-          <td>{{ w.window_start[:10] }} to {{ w.window_end[:10] }}</td>
+          <td class="nowrap">{{ w.window_start[:10] }} to {{ w.window_end[:10] }}</td>
           <td>v{{ w.model_version }}</td>
           <td class="num">{{ fmt(w.drift_share, 3) }} {% if w.breach %}<span class="badge breach">breach</span>{% endif %}</td>
           <td>{{ w.drifted_columns|join(", ") or "none" }}</td>
@@ -175,19 +176,19 @@ _TEMPLATE = """<!doctype html>
     {% else %}<p class="empty">{{ m.message }}.</p>{% endif %}
   </div>
 
+  {% if uc.history %}
   <div class="card history">
     <h3>Registry history</h3>
-    {% if uc.history %}
     <table>
       <tr><th>when</th><th>action</th><th>version</th><th>before</th><th>by</th><th>reason</th></tr>
       {% for e in uc.history[:12] %}
-      <tr><td>{{ when(e.at) }}</td><td>{{ e.action }}</td>
+      <tr><td class="nowrap">{{ when(e.at) }}</td><td>{{ e.action }}</td>
         <td>{% if e.model_link %}<a href="{{ e.model_link }}" target="_blank" rel="noopener">v{{ e.version }}</a>{% endif %}</td>
         <td>{% if e.previous %}v{{ e.previous }}{% endif %}</td><td>{{ e.actor }}</td><td>{{ e.reason }}</td></tr>
       {% endfor %}
     </table>
-    {% else %}<p class="empty">No registry event yet.</p>{% endif %}
   </div>
+  {% endif %}
 </section>
 {% endfor %}
 </main>
@@ -195,7 +196,7 @@ _TEMPLATE = """<!doctype html>
 """
 
 _MESSAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Esteira</title><style>{{ style }}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>Esteira</title><style>{{ style|safe }}</style></head>
 <body><header><h1>Esteira</h1></header>
 <main><div class="card"><h3>{{ title }}</h3><p>{{ message }}</p>
 {% if link %}<p><a href="{{ link }}" target="_top">{{ link_text }}</a></p>{% endif %}</div></main>

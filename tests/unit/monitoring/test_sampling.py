@@ -125,3 +125,8 @@ def test_partitioned_delta_with_a_filter_on_partition_and_data_columns(frame, tm
     assert sample.source_rows == len(expected)
     assert set(sample.frame["day"]) == {2, 3}
     assert list(sample.frame.columns) == ["day", "plan", "churned"]
+
+
+def test_empty_frame_gives_an_empty_sample(frame):
+    sample = sample_frame(frame.head(0), size=10, seed=1, stratify_by="churned")
+    assert (sample.source_rows, sample.sampled_rows) == (0, 0)

@@ -2,7 +2,8 @@
 the registry and monitoring modules themselves (so the tags are the real contract):
 
 v1 promoted without approval, v2 approved by a reviewer and promoted over v1, v3 waiting as
-challenger; eight monitoring windows, drifting from the sixth, each with a report run.
+challenger; eight monitoring windows, drifting from the sixth, labels known for the first three, each
+with a report run.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def seed_monitoring(uc: UseCase, settings: Settings, version: int) -> list[str]:
         end = start + dt.timedelta(days=1)
         share = 0.1 + 0.02 * day if day < WINDOWS - 3 else 0.45 + 0.05 * (day - WINDOWS + 3)
         drifted = ["monthly_charges", "session_minutes", "device"] if share > threshold else []
+        labelled = day < 3
         report = log_report(
             settings, uc, {"drift": _Snapshot(f"window {start:%Y-%m-%d}")},
             model_version=str(version), window_start=start, window_end=end,
@@ -125,7 +127,11 @@ def seed_monitoring(uc: UseCase, settings: Settings, version: int) -> list[str]:
             "reference_sampled": 5000,
             "current_rows": 300 + day,
             "current_sampled": 300 + day,
-            "labeled_rows": 0,
+            "labeled_rows": 250 if labelled else 0,
+            "quality_metric": "roc_auc" if labelled else None,
+            "quality_value": 0.79 - 0.01 * day if labelled else None,
+            "quality_test_value": 0.78 if labelled else None,
+            "quality_drop": 0.01 * day - 0.01 if labelled else None,
             "drift_share": share,
             "drift_share_threshold": threshold,
             "dataset_drift": share > threshold,

@@ -78,7 +78,7 @@ def test_lineage_runs_from_feature_table_to_deployment(seeded):
     assert steps["Model version"]["value"] == f"v{versions['champion']}"
     assert f"vs champion v{versions['first']}" in steps["Model version"]["detail"]
     assert steps["Approval"]["value"] == "approved by alice"
-    assert steps["Deployments"]["detail"].startswith("promote at ")
+    assert steps["Deployments"]["detail"] == "promoted by alice"
     actions = [(e["action"], e["version"]) for e in view["history"]]
     assert actions[:3] == [
         ("register_challenger", versions["challenger"]),
@@ -117,9 +117,10 @@ def test_nothing_registered_and_no_monitoring_table(mlflow_server, esteira_home,
     assert view["problems"] == []
     assert (view["registered"], view["champion"], view["challenger"], view["lineage"]) == (False, None, None, [])
     assert view["monitoring"]["available"] is False
-    assert view["monitoring"]["message"] == "no monitoring window recorded yet"
+    assert view["monitoring"]["message"] == "No monitoring window recorded yet"
     html = render_page([view], "2026-03-01T00:00:00+00:00", "http://mlflow")
-    assert "No champion yet" in html and "no monitoring window recorded yet" in html
+    assert "No champion yet" in html and "No monitoring window recorded yet." in html
+    assert 'class="card lineage"' not in html and 'class="card history"' not in html
 
 
 def test_mlflow_down_is_a_message_and_the_monitoring_table_still_shows(seeded):

@@ -1,0 +1,45 @@
+"""The full belt on the production topology: Celery workers, Postgres, Redis, MLflow server."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from tests.production.conftest import model_versions, wait_until
+
+pytestmark = pytest.mark.production
+
+
+def test_full_cycle_runs_on_celery_and_postgres(cycle, usecase, topology):
+    assert {stage: outcome.state for stage, outcome in cycle.items()} == {
+        "feature_refresh": "success", "model_training": "success",
+        "model_promotion": "success", "batch_inference": "success",
+    }
+    from mlflow import MlflowClient
+
+    (version,) = model_versions(usecase.model_name)
+    assert MlflowClient().get_model_version_by_alias(usecase.model_name, "champion").version == version.version
+    from deltalake import DeltaTable
+
+    from esteira.config import get_settings
+
+    predictions = DeltaTable(get_settings().table_uri(usecase.name, "predictions")).to_pandas()
+    assert len(predictions) > 0
+
+
+def test_model_server_follows_the_champion_and_requires_its_key(cycle, usecase, topology):
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{topology.model_server_url}/health", timeout=5) as response:
+                return json.loads(response.read()).get("status") == "ready"
+        except OSError:
+            return False
+
+    wait_until(ready, 60, "the model server loads the champion")
+    request = urllib.request.Request(f"{topology.model_server_url}/invocations", data=b"{}",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
