@@ -46,17 +46,43 @@ class Belt:
         say(f"triggered {dag_id} ({json.dumps(conf or {})})")
         return self._finish(dag_id, run_id)
 
-    def follow(self, stage: str, after: set[str], timeout: float = 600) -> RunOutcome:
-        """Wait for the run an Asset event starts (one not in ``after``), then for its end."""
+    def follow(self, stage: str, after: set[str], timeout: float = 600, approve: bool = False) -> RunOutcome:
+        """Wait for the run an Asset event starts (one not in ``after``), then for its end.
+
+        With ``approve``, a pending approval of that run is answered through the REST API,
+        exactly as the Airflow UI's *Required actions* page sends it.
+        """
         dag_id = self.dag(stage)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             runs = [r for r in self.client.latest_runs(dag_id) if r["dag_run_id"] not in after]
             if runs:
-                say(f"{dag_id} started by an Asset event: {runs[0]['dag_run_id']}")
-                return self._finish(dag_id, runs[0]["dag_run_id"])
+                run_id = runs[0]["dag_run_id"]
+                say(f"{dag_id} started by an Asset event: {run_id}")
+                if approve:
+                    self._approve(dag_id, run_id)
+                return self._finish(dag_id, run_id)
             time.sleep(2)
         raise DemoError(f"no run of {dag_id} started within {timeout:.0f} s")
+
+    def _approve(self, dag_id: str, run_id: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client.run_state(dag_id, run_id) in ("success", "failed"):
+                return
+            for detail in self.client.pending_approvals():
+                ti = detail["task_instance"]
+                if ti["dag_id"] == dag_id and ti["dag_run_id"] == run_id:
+                    say(f"   approval requested: {detail['subject']}")
+                    say("   demo mode: approving as 'admin' through the REST API (a person clicks "
+                        "Approve under Required actions in the Airflow UI)")
+                    self.client.answer_approval(
+                        dag_id, run_id, ti["task_id"], "Approve",
+                        "demo mode: approved automatically", ti.get("map_index", -1),
+                    )
+                    return
+            time.sleep(2)
+        raise DemoError(f"{dag_id} run {run_id} asked for no approval within {timeout:.0f} s")
 
     def known_runs(self, stage: str) -> set[str]:
         return {r["dag_run_id"] for r in self.client.latest_runs(self.dag(stage), limit=100)}
@@ -151,8 +177,8 @@ def run_demo(short: bool = False, usecase: str = "churn") -> int:
     if not challenger:
         raise DemoError("the first model was rejected by the gate: see the evaluate_gate task log")
     say(f"   challenger: {uc.model_name} v{challenger['version']} (run {challenger['run_id']})")
-    say("4. promotion (demo mode: require_approval is off in churn.yaml, so approval is granted automatically)")
-    belt.follow("model_promotion", seen["model_promotion"])
+    say("4. promotion, with human approval (require_approval in churn.yaml)")
+    belt.follow("model_promotion", seen["model_promotion"], approve=uc.registry.require_approval)
     _sample_request(settings, uc)
     say("5. batch inference, started by the champion Asset")
     belt.follow("batch_inference", seen["batch_inference"])
@@ -183,7 +209,7 @@ def run_demo(short: bool = False, usecase: str = "churn") -> int:
     challenger = belt.xcom(retrain, "register_challenger")
     if challenger:
         say(f"   new challenger v{challenger['version']} passed the gate; promoting")
-        belt.follow("model_promotion", seen["model_promotion"])
+        belt.follow("model_promotion", seen["model_promotion"], approve=uc.registry.require_approval)
         _sample_request(settings, uc)
     else:
         gate = belt.xcom(retrain, "evaluate_gate") or {}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 
 import pytest
 
 from esteira.stack import process
+from tests.e2e.conftest import esteira
 
 pytestmark = pytest.mark.e2e
 
@@ -18,14 +17,10 @@ _MARKER = "ESTEIRA_STACK_HOME"
 
 
 def _esteira(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "esteira", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=check,
-    )
+    result = esteira(env, *args)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def test_up_status_down_leaves_no_process(stack_env):

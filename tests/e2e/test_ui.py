@@ -8,18 +8,14 @@ that runs the demo cycle and returns the same keys.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
 import httpx
 import pytest
 
-from esteira.config import get_settings, get_usecase
+from esteira.config import get_usecase
 from esteira.stack.airflow_api import AirflowClient
-from esteira.stack.embedded import admin_password
 
 pytestmark = pytest.mark.e2e
 
@@ -31,41 +27,20 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _esteira(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "esteira", *args], env={**os.environ, **env},
-        capture_output=True, text=True, timeout=400, check=False,
-    )
-
-
 @pytest.fixture(scope="module")
-def stack(stack_env):
-    """The embedded stack (no model server), up for this module and stopped after it."""
-    env = {**stack_env, "ESTEIRA_SERVE_USECASE": ""}
-    try:
-        started = _esteira(env, "up")
-        assert started.returncode == 0, started.stdout + started.stderr
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in env.items():
-                patch.setenv(key, value)
-            patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-            settings = get_settings()
-            patch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
-            yield {"env": env, "settings": settings, "base": settings.airflow_url,
-                   "password": admin_password(settings)}
-    finally:
-        _esteira(env, "down")
+def stack(demo_cycle):
+    """The embedded stack after the shortened demo has run the whole belt through it."""
+    return demo_cycle
 
 
 @pytest.fixture(scope="module")
 def belt_state(stack):
-    """What a belt cycle leaves behind: a champion with its lineage and monitoring windows."""
-    from tests.unit.ui.seed import seed_monitoring, seed_registry
+    """What the belt cycle left behind: the champion, with its lineage and monitoring."""
+    from esteira.registry.transitions import get_alias_version
 
     uc = get_usecase("churn")
-    versions = seed_registry(uc, stack["settings"])
-    seed_monitoring(uc, stack["settings"], versions["champion"])
-    return {"usecase": uc.name, "model_name": uc.model_name, "champion": versions["champion"]}
+    return {"usecase": uc.name, "model_name": uc.model_name,
+            "champion": get_alias_version(uc, "champion")}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +85,7 @@ def test_esteira_page_in_the_airflow_ui(stack, belt_state):
             steps = frame.locator(".lineage .step")
             assert steps.count() == 5
             assert steps.first.inner_text().startswith("FEATURE TABLE")
-            assert "approved by alice" in frame.locator(".lineage").inner_text()
+            assert "approved by admin" in frame.locator(".lineage").inner_text()
             page.screenshot(path=str(OUTPUT / "esteira_in_airflow.png"))
 
             page.goto(f"{stack['base']}/esteira/", timeout=60_000)
@@ -121,32 +96,30 @@ def test_esteira_page_in_the_airflow_ui(stack, belt_state):
 
 
 def test_training_tasks_link_to_their_mlflow_runs(stack, airflow):
-    """The links are resolved from the tasks' XComs by the api-server; the run is only
-    created (the DAG stays paused), and the XComs are what the tasks would return."""
+    """The links are resolved by the api-server from the demo's real training run."""
     dag_id = "churn__model_training"
-    airflow.wait_for_dag(dag_id)
-    run_id = airflow.trigger(dag_id)
-    quoted = urllib.parse.quote(run_id, safe="")
-    xcoms = {
-        "select_best": {"name": "lr", "run_id": "abc123", "model_uri": "m", "metrics": {}},
-        "build_training_set": {"table_uri": "t", "version": 1, "parent_run_id": "parent9"},
-        "train_candidate": {"name": "rf", "run_id": "child7", "model_uri": "m", "metrics": {}},
-    }
-    for task_id, value in xcoms.items():
-        airflow.request(
-            "POST", f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries",
-            json={"key": "return_value", "value": value},
-        )
+    run = next(r for r in airflow.latest_runs(dag_id, limit=20) if r["state"] == "success")
+    quoted = urllib.parse.quote(run["dag_run_id"], safe="")
+
+    def xcom(task_id: str, map_index: int = -1) -> dict:
+        return airflow.request(
+            "GET", f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"map_index": map_index, "deserialize": "true"},
+        )["value"]
+
+    def links(task_id: str, map_index: int = -1) -> dict:
+        return airflow.request(
+            "GET", f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/links",
+            params={"map_index": map_index},
+        )["extra_links"]
+
     mlflow_ui = stack["settings"].mlflow_ui_url
-
-    def links(task_id: str) -> dict:
-        return airflow.request("GET", f"dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/links")[
-            "extra_links"
-        ]
-
-    assert links("select_best")["MLflow run"] == f"{mlflow_ui}/#/runs/abc123"
-    assert links("evaluate_gate")["MLflow run"] == f"{mlflow_ui}/#/runs/parent9"
-    assert links("train_candidate")["MLflow run"] == f"{mlflow_ui}/#/runs/child7"
+    best = xcom("select_best")
+    assert links("select_best")["MLflow run"] == f"{mlflow_ui}/#/runs/{best['run_id']}"
+    parent = xcom("build_training_set")["parent_run_id"]
+    assert links("evaluate_gate")["MLflow run"] == f"{mlflow_ui}/#/runs/{parent}"
+    first = xcom("train_candidate", 0)
+    assert links("train_candidate", 0)["MLflow run"] == f"{mlflow_ui}/#/runs/{first['run_id']}"
     assert links("plan_candidates") == {"MLflow model version": None, "MLflow run": None}
     plugin = next(p for p in airflow.request("GET", "plugins")["plugins"] if p["name"] == "esteira")
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/esteira"

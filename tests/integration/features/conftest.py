@@ -9,13 +9,10 @@ import pytest
 from esteira.config import get_settings, load_usecase
 from esteira.features.generator import generate_landing
 from esteira.usecase import UseCase
+from tests.helpers import shrink
 
 _ROOT = Path(__file__).resolve().parents[3]
 
-
-def shrink(uc: UseCase, **generator) -> UseCase:
-    spec = uc.source.generator.model_copy(update=generator)
-    return uc.model_copy(update={"source": uc.source.model_copy(update={"generator": spec})})
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from esteira.features.generator import generate_landing
 from esteira.features.refresh import TooManyBadRows, refresh_features
 from esteira.features.training_set import build_training_set
 from esteira.usecase import UseCase
-
-from .conftest import shrink
+from tests.helpers import shrink
 
 pytestmark = pytest.mark.integration
 

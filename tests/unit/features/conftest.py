@@ -12,10 +12,6 @@ from esteira.usecase import UseCase
 _ROOT = Path(__file__).resolve().parents[3]
 
 
-def shrink(uc: UseCase, **generator) -> UseCase:
-    """``uc`` with a smaller generator (the models are frozen, so copy with updates)."""
-    spec = uc.source.generator.model_copy(update=generator)
-    return uc.model_copy(update={"source": uc.source.model_copy(update={"generator": spec})})
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ import pytest
 
 from esteira.features.generator import generate_landing
 from esteira.features.validation import read_raw, validate
-
-from .conftest import shrink
+from tests.helpers import shrink
 
 
 def _files(folder):

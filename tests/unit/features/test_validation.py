@@ -9,8 +9,7 @@ import pytest
 
 from esteira.features.generator import generate_landing
 from esteira.features.validation import SchemaMismatch, read_raw, validate
-
-from .conftest import shrink
+from tests.helpers import shrink
 
 _GOOD = {
     "customer_id": "17",

@@ -1,0 +1,46 @@
+"""The shortened demo through the real scheduler closes the retraining loop, and the
+approval path runs through Airflow's HITL REST API as a person's click in the UI would."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_closes_the_retraining_loop(demo_cycle):
+    output = demo_cycle["output"]
+    assert "retraining requested after window" in output
+    assert "demo finished" in output
+    assert ("passed the gate; promoting" in output) or ("the gate rejected the retrained model" in output)
+
+
+def test_promotion_waited_for_an_approval_given_through_the_rest_api(demo_cycle):
+    from mlflow import MlflowClient
+
+    from esteira.config import get_usecase
+    from esteira.registry.transitions import get_alias_version, history
+
+    uc = get_usecase("churn")
+    first = MlflowClient().get_model_version(uc.model_name, "1").tags
+    assert first["approval_decision"] == "approved"
+    assert first["approved_by"] == "admin"
+    assert first["approval_reason"] == "demo mode: approved automatically"
+    actions = [event["action"] for event in history(uc)]
+    assert actions[:3] == ["register_challenger", "approval_approved", "promote"]
+    assert get_alias_version(uc, "champion") is not None
+
+
+def test_model_server_serves_the_champion(demo_cycle):
+    from esteira.config import get_usecase
+    from esteira.registry.transitions import get_alias_version
+
+    settings = demo_cycle["settings"]
+    live = httpx.get(f"{settings.model_server_url}/version").json()
+    assert live["model_version"] == str(get_alias_version(get_usecase("churn"), "champion"))
+    bad = httpx.post(f"{settings.model_server_url}/invocations", content=b"{not json",
+                     headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and "json" in json.dumps(bad.json()).lower()
