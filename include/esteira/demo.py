@@ -15,6 +15,7 @@ from esteira.config import Settings, get_settings, get_usecase
 from esteira.stack.airflow_api import AirflowClient, RunOutcome
 
 _STARTED = time.monotonic()
+_THINKING_SECONDS = 5
 
 
 class DemoError(RuntimeError):
@@ -66,13 +67,21 @@ class Belt:
         raise DemoError(f"no run of {dag_id} started within {timeout:.0f} s")
 
     def _approve(self, dag_id: str, run_id: str, timeout: float = 600) -> None:
+        """Answer the run's approval once it has waited a few seconds, as a person would.
+
+        Airflow 3.3.2 races with an answer given within a second of the request: the task is
+        re-queued while the executor still reports its first pass, is retried, and asks
+        again. So keep watching until the approval task has finished, and answer each ask.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.client.run_state(dag_id, run_id) in ("success", "failed"):
+            tasks = {t["task_id"]: t["state"] for t in self.client.task_states(dag_id, run_id)}
+            if tasks.get("approve_promotion") in ("success", "skipped", "failed", "upstream_failed"):
                 return
             for detail in self.client.pending_approvals():
                 ti = detail["task_instance"]
-                if ti["dag_id"] == dag_id and ti["dag_run_id"] == run_id:
+                waited = time.time() - dt.datetime.fromisoformat(detail["created_at"]).timestamp()
+                if ti["dag_id"] == dag_id and ti["dag_run_id"] == run_id and waited > _THINKING_SECONDS:
                     say(f"   approval requested: {detail['subject']}")
                     say("   demo mode: approving as 'admin' through the REST API (a person clicks "
                         "Approve under Required actions in the Airflow UI)")
@@ -80,9 +89,8 @@ class Belt:
                         dag_id, run_id, ti["task_id"], "Approve",
                         "demo mode: approved automatically", ti.get("map_index", -1),
                     )
-                    return
             time.sleep(2)
-        raise DemoError(f"{dag_id} run {run_id} asked for no approval within {timeout:.0f} s")
+        raise DemoError(f"{dag_id} run {run_id}: approval not settled within {timeout:.0f} s")
 
     def known_runs(self, stage: str) -> set[str]:
         return {r["dag_run_id"] for r in self.client.latest_runs(self.dag(stage), limit=100)}

@@ -183,9 +183,16 @@ class Belt:
         body = self.client.request("GET", path, params={"full_content": "true"},
                                    headers={"Accept": "application/json"})
         content = body.get("content", "")
-        if isinstance(content, list):
-            return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in content)
-        return str(content)
+        if not isinstance(content, list):
+            return str(content)
+        lines = []
+        for entry in content:
+            if not isinstance(entry, dict):
+                lines.append(str(entry))
+                continue
+            lines.append(str(entry.get("event", "")))
+            lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in entry.get("error_detail") or []]
+        return "\n".join(lines)
 
 
 def _q(value: str) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 from esteira.usecase import UseCase
 
 RESULT_MARKER = "ESTEIRA_RESULT "
+# A step that finds nothing to do returns {SKIPPED: reason}; the operator skips the task.
+SKIPPED = "skipped"
 
 
 class JobOutputError(RuntimeError):

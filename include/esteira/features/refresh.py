@@ -35,6 +35,10 @@ _BATCH_ROWS = 100_000
 QUARANTINE_KEY = "row_key"
 
 
+class NoLandingData(FileNotFoundError):
+    """Nothing was delivered for the interval: a scheduled run before the upstream did."""
+
+
 class TooManyBadRows(RuntimeError):
     """The share of bad rows in a file is above ``schema.max_bad_share``."""
 
@@ -269,6 +273,10 @@ def refresh_features(
 
     days = _days(start, end)
     missing = [str(events_path(d)) for d in days if not events_path(d).exists()]
+    if missing and len(missing) == len(days):
+        raise NoLandingData(
+            f"no raw events delivered for [{start}, {end}) yet: none of {missing[0]} ... exists"
+        )
     if missing:
         raise FileNotFoundError(f"{len(missing)} events file(s) missing: {', '.join(missing[:5])}")
 

@@ -14,17 +14,26 @@ log = logging.getLogger("esteira.serving")
 
 
 def score_interval(uc: UseCase, params: Mapping[str, Any], context: Mapping[str, Any], run_id: str) -> dict:
-    from esteira.orchestration.interval import interval_or_latest
-    from esteira.serving.batch import score_batch
+    """Score the run's interval; ``{"skipped": reason}`` when there is nothing to score yet
+    (no champion, no feature table), which the task turns into a skip."""
+    from deltalake.exceptions import TableNotFoundError
+
+    from esteira.orchestration.interval import IntervalError, interval_or_latest
+    from esteira.serving.batch import NoChampionError, score_batch
 
     settings = get_settings()
-    start, end = interval_or_latest(
-        dict(params), dict(context), settings.table_uri(uc.name, uc.features.table),
-        uc.timestamp, uc.monitoring.window_days,
-    )
-    result = score_batch(
-        uc, settings, dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time()), run_id
-    )
+    features = settings.table_uri(uc.name, uc.features.table)
+    try:
+        start, end = interval_or_latest(
+            dict(params), dict(context), features, uc.timestamp, uc.monitoring.window_days
+        )
+        result = score_batch(
+            uc, settings, dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time()), run_id
+        )
+    except (NoChampionError, IntervalError) as nothing:
+        return {"skipped": str(nothing)}
+    except TableNotFoundError:
+        return {"skipped": f"no feature table at {features} yet: run a feature refresh first"}
     log.info("scored [%s, %s): %s", start, end, result)
     return {**result, "start": start.isoformat(), "end": end.isoformat()}
 
