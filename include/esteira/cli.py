@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # Commands that read MLflow talk to the stack's tracking server, never a local file.
-        os.environ.setdefault("MLFLOW_TRACKING_URI", get_settings().tracking_uri)
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            os.environ["MLFLOW_TRACKING_URI"] = get_settings().tracking_uri
         return args.func(args)
     except (ConfigError, ServiceError) as exc:
         print(f"esteira: {exc}", file=sys.stderr)

@@ -2,8 +2,8 @@
 model server) started natively for the session, on its own databases, Redis database and
 free ports; stopped and dropped at the end.
 
-The use case is churn with fewer customers (a copy in the session's use-case folder), so
-the whole suite fits its time budget on a 2-core machine.
+The use case is churn with fewer customers and no human approval (a copy in the session's
+use-case folder), so the whole suite fits its time budget on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def _free_redis_db() -> int:
 def _small_usecases(folder: Path) -> Path:
     raw = yaml.safe_load((REPO / "include" / "usecases" / f"{USECASE}.yaml").read_text())
     raw["source"]["generator"]["entities"] = _ENTITIES
+    # Promotion without a person in the loop (the HITL path has its own e2e test).
+    raw["registry"]["require_approval"] = False
     for candidate in raw["training"]["candidates"]:
         if candidate["family"] == "random_forest":
             candidate["params"]["n_estimators"] = [20]
