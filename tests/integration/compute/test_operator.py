@@ -14,6 +14,7 @@ import json
 import textwrap
 import uuid
 from dataclasses import dataclass, field
+from datetime import date
 
 import pytest
 from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
@@ -21,6 +22,8 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from esteira.compute.databricks import StepFailed
 from esteira.compute.operator import STATE_KEY, EsteiraStepOperator
+from esteira.config import load_usecase
+from esteira.features.generator import generate_landing
 
 from .conftest import cluster_env, small_churn
 
@@ -117,15 +120,18 @@ def _submits(emulator, since: int) -> list[dict]:
 
 
 def test_a_failed_job_fails_the_task_with_its_error_text(emulator, tmp_path, monkeypatch, esteira_home):
-    """The real entry point, no landing files: the task fails with the job's exception."""
+    """The real entry point, a day's landing file missing: the task fails with the job's
+    exception (with none delivered at all, the step would skip instead)."""
     usecases = tmp_path / "usecases"
-    small_churn(usecases)
+    uc = load_usecase(small_churn(usecases))
+    generate_landing(uc, esteira_home / "landing" / uc.source.landing, start=date(2026, 1, 1),
+                     end=date(2026, 1, 2))
     monkeypatch.setenv("ESTEIRA_USECASES_DIR", str(usecases))
     for key, value in cluster_env(esteira_home, usecases).items():
         monkeypatch.setenv(key, value)
     operator, context = _operator(), _context(TaskStateStore())
     trigger = _defer(operator, context)
-    with pytest.raises(StepFailed, match=r"FileNotFoundError: 2 events file\(s\) missing"):
+    with pytest.raises(StepFailed, match=r"FileNotFoundError: 1 events file\(s\) missing"):
         _finish(operator, trigger, context)
     assert context["ti"].xcoms["run_page_url"].endswith(f"/run/{trigger.run_id}")
 

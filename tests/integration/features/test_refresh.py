@@ -13,7 +13,7 @@ from esteira.config import load_usecase
 from esteira.features import store
 from esteira.features.catalog import describe_table, list_tables
 from esteira.features.generator import generate_landing
-from esteira.features.refresh import TooManyBadRows, refresh_features
+from esteira.features.refresh import NoLandingData, TooManyBadRows, refresh_features
 from esteira.features.training_set import build_training_set
 from esteira.usecase import UseCase
 from tests.helpers import shrink
@@ -110,6 +110,21 @@ def test_a_missing_events_file_fails_before_writing(churn, settings):
     with pytest.raises(FileNotFoundError, match="events_2026-01-05.csv"):
         refresh_features(churn, settings, _JAN, _FEB, run_id="r")
     assert store.current_version(settings.table_uri("churn", "churn_features")) is None
+
+
+def test_an_interval_nothing_was_delivered_for_says_so(churn, settings):
+    """A scheduled run before the upstream delivered: NoLandingData, which the job turns
+    into a skipped task rather than a failure."""
+    from esteira.compute.job import SKIPPED, StepJob
+    from esteira.jobs import feature_refresh
+
+    with pytest.raises(NoLandingData, match=r"no raw events delivered for \[2026-06-01"):
+        refresh_features(churn, settings, date(2026, 6, 1), date(2026, 6, 2), run_id="r")
+    job = StepJob("feature_refresh", str(settings.usecases_dir / "churn.yaml"), {
+        "params": {"interval_start": "2026-06-01", "interval_end": "2026-06-02"},
+        "airflow": {"run_id": "r"},
+    })
+    assert feature_refresh.run(job)[SKIPPED].startswith("no raw events delivered for [2026-06-01")
 
 
 def test_training_sets_are_point_in_time_and_record_the_versions(churn, settings):
