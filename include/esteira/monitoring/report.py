@@ -59,6 +59,8 @@ def log_report(
 
     if not reports:
         raise ValueError("no report to log")
+    from esteira.training.tracking import ensure_experiment
+
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     tags = {
         f"{_TAG}model_name": uc.model_name,
@@ -67,7 +69,7 @@ def log_report(
         f"{_TAG}window_end": window_end.isoformat(),
         f"{_TAG}run_label": run_label,
     }
-    experiment_id = _experiment_id(client, experiment_name(uc))
+    experiment_id = ensure_experiment(client, experiment_name(uc))
     run_id = _find_or_create_run(client, experiment_id, tags, window_start)
     with tempfile.TemporaryDirectory() as folder:
         for name, snapshot in reports.items():
@@ -90,22 +92,6 @@ def log_report(
         artifact_uri=f"{run.info.artifact_uri}/{ARTIFACT_DIR}/{first}.html",
         url=f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts",
     )
-
-
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, created on first use (a concurrent creator may win the race)."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
 
 
 def _find_or_create_run(
