@@ -11,7 +11,7 @@ ESTEIRA := $(BIN)/esteira
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status demo demo-short test test-unit test-integration test-e2e \
-        test-production lint bench browser constraints clean
+        test-production up-production down-production lint bench browser constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -59,6 +59,12 @@ test-e2e: setup browser  ## the running stack through its REST API and a real br
 
 test-production: setup  ## CeleryExecutor on Postgres + Redis, fault injection
 	$(PYTEST) -m production tests
+
+up-production: setup  ## the production topology natively: CeleryExecutor on Postgres + Redis, MLflow on Postgres
+	$(BIN)/python -m esteira.stack.production up
+
+down-production:  ## stop every process of the native production topology
+	@test -x $(BIN)/python && $(BIN)/python -m esteira.stack.production down || echo "nothing to stop (no .venv)"
 
 bench: setup  ## benchmarks: each prints its ratio against a baseline measured in the same run
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -141,11 +141,16 @@ def _summary(settings: Settings, uc, client: AirflowClient) -> None:
 
     print("\nModel versions")
     print(f"  {'version':>7}  {'aliases':<20} {'gate':<9} metrics")
+    from esteira.registry.transitions import get_alias_version
+
     mlflow = MlflowClient()
+    # search_model_versions leaves the aliases out: ask for each alias instead.
+    aliases = {get_alias_version(uc, a): a for a in ("challenger", "champion")}
     for mv in sorted(mlflow.search_model_versions(f"name='{uc.model_name}'"), key=lambda v: int(v.version)):
         metrics = json.loads(mv.tags.get("gate_metrics", "{}"))
         shown = ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k in ("roc_auc", "log_loss", "f1_score", "rmse"))
-        print(f"  {mv.version:>7}  {','.join(mv.aliases) or '-':<20} {mv.tags.get('gate_verdict', '-'):<9} {shown}")
+        alias = aliases.get(int(mv.version), "-")
+        print(f"  {mv.version:>7}  {alias:<20} {mv.tags.get('gate_verdict', '-'):<9} {shown}")
     print("\nMonitoring windows")
     try:
         history = DeltaTable(settings.table_uri(uc.name, "monitoring")).to_pandas()

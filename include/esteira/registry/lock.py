@@ -3,9 +3,9 @@
 MLflow has no atomic compare-and-set for aliases, so "move champion only if it still points
 at version N" is a read then a write. An exclusive ``fcntl`` lock on a file under
 ``settings.home/locks`` makes that pair atomic for every process on this machine (the
-embedded stack, LocalExecutor workers, the CLI). With workers on several machines, the
-promotion and rollback tasks also run in an Airflow pool of one slot per model, which
-serializes them across workers in the same way.
+embedded stack, LocalExecutor workers, the CLI), and for workers on several machines when
+``ESTEIRA_HOME`` is on a shared volume (docker-compose). Where it is not shared, give the
+promotion and rollback tasks an Airflow pool of one slot per model (README, Operations).
 """
 
 from __future__ import annotations
