@@ -38,6 +38,7 @@ class Settings:
     model_server_api_key: str
     airflow_url: str
     mlflow_ui_url: str
+    table_root: Path
 
     @property
     def airflow_home(self) -> Path:
@@ -49,8 +50,9 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        """Delta tables: features, quarantine, predictions, monitoring."""
-        return self.home / "data"
+        """Delta tables: features, quarantine, predictions, monitoring (ESTEIRA_TABLE_ROOT,
+        e.g. a Unity Catalog volume path on Databricks)."""
+        return self.table_root
 
     @property
     def landing_dir(self) -> Path:
@@ -104,6 +106,7 @@ def get_settings() -> Settings:
         model_server_api_key=os.environ.get("ESTEIRA_MODEL_SERVER_API_KEY", ""),
         airflow_url=os.environ.get("ESTEIRA_AIRFLOW_URL") or f"http://127.0.0.1:{airflow_port}",
         mlflow_ui_url=os.environ.get("ESTEIRA_MLFLOW_UI_URL") or tracking_uri,
+        table_root=Path(os.environ.get("ESTEIRA_TABLE_ROOT") or home / "data"),
     )
 
 

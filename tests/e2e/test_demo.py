@@ -44,3 +44,18 @@ def test_model_server_serves_the_champion(demo_cycle):
     bad = httpx.post(f"{settings.model_server_url}/invocations", content=b"{not json",
                      headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and "json" in json.dumps(bad.json()).lower()
+
+
+def test_training_trigger_form_is_typed_and_airflow_refuses_bad_values(demo_stack):
+    from esteira.stack.airflow_api import AirflowApiError, AirflowClient
+
+    client = AirflowClient(demo_stack["base"], "admin", demo_stack["password"])
+    params = client.request("GET", "dags/churn__model_training/details")["params"]
+    fraction = params["test_fraction"]
+    assert fraction["schema"]["type"] == "number" and fraction["schema"]["maximum"] == 0.5
+    assert fraction["schema"]["title"] == "Test fraction"
+    assert params["candidates"]["schema"]["type"] == "array"
+    assert params["gate_mode"]["schema"]["enum"] == ["enabled", "dry_run", "disabled"]
+    with pytest.raises(AirflowApiError) as refused:
+        client.trigger("churn__model_training", {"test_fraction": 2.0})
+    assert "400" in str(refused.value) and "test_fraction" in str(refused.value)

@@ -81,6 +81,10 @@ def test_the_belt_end_to_end(belt_env):
     tags = MlflowClient().get_model_version(uc.model_name, "1").tags
     assert tags["feature_table_version"] == str(features.version())
     assert tags["gate_compared_champion"] == "none"
+    from esteira.training.reproduce import reproduce
+
+    report = reproduce(tags["run_id"])  # from the recorded Delta versions, config and seed
+    assert report.matches, report.describe()
 
     run, states = _test("model_promotion", uc, require_approval=False)
     assert run.state == "success", states
