@@ -38,7 +38,7 @@ class Settings:
     model_server_api_key: str
     airflow_url: str
     mlflow_ui_url: str
-    table_root: Path
+    table_root: Path | None = None
 
     @property
     def airflow_home(self) -> Path:
@@ -52,7 +52,7 @@ class Settings:
     def data_dir(self) -> Path:
         """Delta tables: features, quarantine, predictions, monitoring (ESTEIRA_TABLE_ROOT,
         e.g. a Unity Catalog volume path on Databricks)."""
-        return self.table_root
+        return self.table_root or self.home / "data"
 
     @property
     def landing_dir(self) -> Path:
@@ -106,7 +106,7 @@ def get_settings() -> Settings:
         model_server_api_key=os.environ.get("ESTEIRA_MODEL_SERVER_API_KEY", ""),
         airflow_url=os.environ.get("ESTEIRA_AIRFLOW_URL") or f"http://127.0.0.1:{airflow_port}",
         mlflow_ui_url=os.environ.get("ESTEIRA_MLFLOW_UI_URL") or tracking_uri,
-        table_root=Path(os.environ.get("ESTEIRA_TABLE_ROOT") or home / "data"),
+        table_root=Path(os.environ["ESTEIRA_TABLE_ROOT"]) if os.environ.get("ESTEIRA_TABLE_ROOT") else None,
     )
 
 

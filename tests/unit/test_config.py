@@ -72,3 +72,16 @@ def test_bad_port_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("ESTEIRA_AIRFLOW_PORT", "eighty")
     with pytest.raises(ConfigError, match="ESTEIRA_AIRFLOW_PORT"):
         get_settings()
+
+
+def test_tables_follow_the_table_root(monkeypatch, tmp_path):
+    import dataclasses
+
+    monkeypatch.setenv("ESTEIRA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ESTEIRA_TABLE_ROOT", raising=False)
+    settings = get_settings()
+    assert settings.table_uri("churn", "t") == str(tmp_path / "home" / "data" / "churn" / "t")
+    moved = dataclasses.replace(settings, home=tmp_path / "elsewhere")
+    assert moved.data_dir == tmp_path / "elsewhere" / "data"
+    monkeypatch.setenv("ESTEIRA_TABLE_ROOT", str(tmp_path / "volume"))
+    assert get_settings().table_uri("churn", "t") == str(tmp_path / "volume" / "churn" / "t")
