@@ -32,15 +32,11 @@ def _status(args) -> int:
     return 0 if all(r.healthy for r in rows) else 1
 
 
-def _task_label(task: dict) -> str:
-    index = task["map_index"]
-    return task["task_id"] if index == -1 else f"{task['task_id']}[{index}]"
-
-
 def _print_tasks(state: str, tasks: list[dict], started: float) -> None:
+    from esteira.stack.airflow_api import describe_tasks
+
     elapsed = time.monotonic() - started
-    summary = ", ".join(f"{_task_label(t)}={t['state'] or 'none'}" for t in tasks)
-    print(f"  [{elapsed:6.1f}s] run {state}: {summary}", flush=True)
+    print(f"  [{elapsed:6.1f}s] run {state}: {describe_tasks(tasks)}", flush=True)
 
 
 def _trigger(args) -> int:

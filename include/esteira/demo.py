@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 from esteira.config import Settings, get_settings, get_usecase
-from esteira.stack.airflow_api import AirflowClient, RunOutcome
+from esteira.stack.airflow_api import AirflowClient, RunOutcome, describe_tasks
 
 _STARTED = time.monotonic()
 _THINKING_SECONDS = 5
@@ -27,11 +27,7 @@ def say(message: str) -> None:
 
 
 def _show(state: str, tasks: list[dict]) -> None:
-    summary = ", ".join(
-        f"{t['task_id']}{'' if t['map_index'] == -1 else '[' + str(t['map_index']) + ']'}={t['state'] or 'none'}"
-        for t in tasks
-    )
-    say(f"    {state}: {summary}")
+    say(f"    {state}: {describe_tasks(tasks)}")
 
 
 class Belt:
@@ -103,18 +99,7 @@ class Belt:
         return outcome
 
     def xcom(self, outcome: RunOutcome, task_id: str):
-        path = (f"dags/{outcome.dag_id}/dagRuns/{_quote(outcome.run_id)}/taskInstances/"
-                f"{task_id}/xcomEntries/return_value")
-        try:
-            return self.client.request("GET", path, params={"deserialize": "true"})["value"]
-        except Exception:  # noqa: BLE001 - a skipped task has no XCom
-            return None
-
-
-def _quote(value: str) -> str:
-    import urllib.parse
-
-    return urllib.parse.quote(value, safe="")
+        return self.client.xcom(outcome.dag_id, outcome.run_id, task_id)
 
 
 def _sample_request(settings: Settings, uc) -> None:

@@ -112,6 +112,16 @@ class AirflowClient:
                 raise AirflowApiError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
             time.sleep(poll)
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1):
+        """A task's return value, or None when it has none (a skipped task)."""
+        path = f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
+        try:
+            return self.request("GET", path, params={"deserialize": "true", "map_index": map_index})["value"]
+        except AirflowApiError as exc:
+            if "404" in str(exc):
+                return None
+            raise
+
     def latest_runs(self, dag_id: str, limit: int = 5) -> list[dict]:
         data = self.request(
             "GET", f"dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit}
@@ -132,6 +142,16 @@ class AirflowClient:
             f"dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/{map_index}/hitlDetails",
             json={"chosen_options": [option], "params_input": {"reason": reason}},
         )
+
+
+def describe_tasks(tasks: list[dict]) -> str:
+    """``task=state`` per task instance, mapped ones as ``task[i]``: a progress line."""
+    return ", ".join(f"{_label(t)}={t['state'] or 'none'}" for t in tasks)
+
+
+def _label(task: dict) -> str:
+    index = task["map_index"]
+    return task["task_id"] if index == -1 else f"{task['task_id']}[{index}]"
 
 
 def _q(value: str) -> str:
