@@ -14,8 +14,12 @@ RUN mkdir -p /opt/esteira-home /mlflow/artifacts \
 USER airflow
 
 # requirements.txt reads constraints.txt from its own folder (`-c constraints.txt`).
+# Bytecode: pip compiles what it installs (--compile, its default), but the base image
+# deletes every .pyc of Airflow and its dependencies, so each container's first task
+# processes would compile them again: compileall fills in what is missing.
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/airflow/
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /opt/airflow/requirements.txt
+RUN pip install --no-cache-dir --compile "apache-airflow==${AIRFLOW_VERSION}" -r /opt/airflow/requirements.txt \
+    && python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 
 COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/
 COPY --chown=airflow:0 include/ /opt/airflow/include/

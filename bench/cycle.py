@@ -1,14 +1,22 @@
-"""Benchmark: one full cycle through the Airflow scheduler against the floor, the same library
-calls made one after another in a single Python process.
+"""Benchmark: one full cycle through the Airflow scheduler against its floor, the same stage
+functions called in one Python process, the candidates trained in parallel as the DAG does.
 
-The cycle: feature refresh of the history -> training (every candidate) and the gate ->
-registration -> promotion -> batch inference -> one monitoring window. Both sides use the
-same smaller churn use case, each with its own ESTEIRA_HOME and MLflow tracking server, whose
-start-up is not timed; the scheduler side drives the embedded stack through the REST API
-exactly as `make demo` does. The ratio is the orchestration overhead (scheduling, process
-start per task, XCom, Asset events). The last line printed is one JSON object.
+The cycle is the first half of `make demo` on a smaller churn use case: feature refresh of
+the history -> training (every candidate, at most CANDIDATE_SLOTS at a time) and the gate
+-> registration -> promotion -> the batch inference the champion starts -> one monitoring
+window. Each side runs ``--repeats`` times, alternating, each time on a new ESTEIRA_HOME
+with its own MLflow server; the median is reported. Start-up is not timed on either side:
+the servers and `esteira up` (whose workers import the libraries), and the floor's imports
+of the same libraries. The scheduler side is timed from its first trigger to the end date
+Airflow records for the last run, so the bench's polling adds nothing. The ratio is the
+orchestration overhead: scheduling, task processes, XCom, Asset events.
 
-    .venv/bin/python bench/cycle.py [--entities 600]
+Then, unless ``--no-demo``: `make demo`'s wall time on the full use case (`esteira up` and
+`esteira demo` on a new home; setup excluded) and the Esteira page's first load after it.
+Ports: ESTEIRA_AIRFLOW_PORT, ESTEIRA_MLFLOW_PORT, ESTEIRA_MODEL_SERVER_PORT when set, else
+free ones. The last line printed is one JSON object.
+
+    .venv/bin/python bench/cycle.py [--entities 600] [--repeats 3] [--no-demo]
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,8 +37,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = {"interval_start": "2025-12-01", "interval_end": "2026-03-01"}
-SCORED = {"interval_start": "2026-02-01", "interval_end": "2026-03-01"}
 WINDOW = {"interval_start": "2026-02-27", "interval_end": "2026-02-28"}
+CANDIDATE_SLOTS = 2  # train_candidate's max_active_tis_per_dagrun in dags/model_training.py
+STAGES = ("feature_refresh", "model_training", "model_promotion", "batch_inference", "drift_monitoring")
+_POLL = 0.5
 
 
 def _usecase_dir(entities: int) -> Path:
@@ -40,35 +52,62 @@ def _usecase_dir(entities: int) -> Path:
     return folder
 
 
-def _environment(usecases: Path) -> dict[str, str]:
+def _environment(usecases: Path | None, serve: bool = False) -> dict[str, str]:
     from esteira.stack.process import free_port
 
-    return {
+    def port(name: str) -> str:
+        return os.environ.get(name) or str(free_port())
+
+    env = {
         "ESTEIRA_HOME": tempfile.mkdtemp(prefix="esteira-bench-"),
-        "ESTEIRA_USECASES_DIR": str(usecases),
-        "ESTEIRA_AIRFLOW_PORT": str(free_port()),
-        "ESTEIRA_MLFLOW_PORT": str(free_port()),
-        "ESTEIRA_MODEL_SERVER_PORT": str(free_port()),
-        "ESTEIRA_SERVE_USECASE": "",
-        "ESTEIRA_MODEL_SERVER_URL": "off",
+        "ESTEIRA_AIRFLOW_PORT": port("ESTEIRA_AIRFLOW_PORT"),
+        "ESTEIRA_MLFLOW_PORT": port("ESTEIRA_MLFLOW_PORT"),
+        "ESTEIRA_MODEL_SERVER_PORT": port("ESTEIRA_MODEL_SERVER_PORT"),
         "MLFLOW_TRACKING_URI": "",
     }
+    if usecases is not None:
+        env["ESTEIRA_USECASES_DIR"] = str(usecases)
+    if not serve:
+        env |= {"ESTEIRA_SERVE_USECASE": "", "ESTEIRA_MODEL_SERVER_URL": "off"}
+    return env
+
+
+def _window(params: dict):
+    from esteira.stages.window import RunWindow
+
+    return RunWindow(dt.date.fromisoformat(params["interval_start"]), dt.date.fromisoformat(params["interval_end"]))
+
+
+def _forked(_: int) -> None:
+    """Nothing: submitted once per slot so the pool forks its workers before any MLflow call."""
+
+
+def _train(uc, options, candidate: dict, training: dict, airflow: dict) -> dict:
+    from esteira.stages import model_training
+
+    return model_training.run_candidate(uc, options, candidate, training, airflow)
 
 
 def floor(env: dict[str, str]) -> float:
-    """The cycle's library calls in this process, timed after the MLflow server is up."""
+    """The cycle's stage functions in this process (the candidates in a pool of forked
+    processes, like warm task processes), timed after the MLflow server is up."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     os.environ.update(env)
     from esteira.config import get_settings, get_usecase
     from esteira.features.generator import generate_landing
-    from esteira.features.refresh import refresh_features
-    from esteira.monitoring.steps import monitor_interval
-    from esteira.registry.steps import challenger_to_promote, promote_after_decision
-    from esteira.serving.steps import score_interval
+    from esteira.orchestration.warm import import_task_libraries
     from esteira.stack import process
     from esteira.stack.mlflow_server import mlflow_service
+    from esteira.stages import (
+        batch_inference,
+        drift_monitoring,
+        feature_refresh,
+        model_promotion,
+        model_training,
+    )
     from esteira.training.candidates import expand_candidates
-    from esteira.training.fit import select_best
-    from esteira.training.steps import finish_training, prepare_training, run_candidate, run_gate
 
     settings = get_settings()
     service = mlflow_service(settings.mlflow_port, f"sqlite:///{settings.home}/mlflow.db",
@@ -79,94 +118,186 @@ def floor(env: dict[str, str]) -> float:
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
         uc = get_usecase("churn", settings)
         generate_landing(uc, settings.landing_dir / uc.source.landing)
-        started = time.perf_counter()
-        refresh_features(uc, settings, dt.date(2025, 12, 1), dt.date(2026, 3, 1), run_id="bench")
-        airflow = {"dag_id": "bench", "run_id": "bench", "try_number": 1}
-        params = {"gate_mode": uc.gate.mode}
-        training = prepare_training(uc, params, airflow, {"end": "2026-03-01"})
-        results = [run_candidate(uc, params, c, training, airflow) for c in expand_candidates(uc)]
-        best = select_best(results, uc.training.primary_metric, uc.training.greater_is_better).to_dict()
-        gate = run_gate(uc, params, best, training)
-        challenger = finish_training(uc, best, gate, training)
-        candidate = challenger_to_promote(uc, {}, challenger)
-        promote_after_decision(uc, candidate, None, _Run("bench"))
-        score_interval(uc, SCORED, {}, "bench")
-        monitor_interval(uc, WINDOW, {}, "bench")
+        import_task_libraries()
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(CANDIDATE_SLOTS, mp_context=fork) as pool:
+            list(pool.map(_forked, range(CANDIDATE_SLOTS)))
+            started = time.perf_counter()
+            feature_refresh.refresh(uc, _window(HISTORY), "bench")
+            airflow = {"dag_id": "bench", "run_id": "bench", "try_number": 1}
+            options = model_training.TrainingOptions(gate_mode=uc.gate.mode)
+            trigger = model_training.TrainingTrigger("features", dt.datetime(2026, 3, 1))
+            training = model_training.prepare_training(uc, options, trigger, airflow)
+            jobs = [pool.submit(_train, uc, options, c, training, airflow) for c in expand_candidates(uc)]
+            best = model_training.select_best(uc, [job.result() for job in jobs])
+        gate = model_training.run_gate(uc, options, best, training)
+        challenger = model_training.register_challenger(uc, best, gate, training)
+        candidate = model_promotion.challenger_to_promote(uc, None, challenger["version"])
+        model_promotion.deploy(uc, model_promotion.promote(uc, candidate, None, "bench"))
+        batch_inference.score(uc, None, "bench")
+        drift_monitoring.retraining_request(drift_monitoring.monitor(uc, _window(WINDOW), "bench"))
         return time.perf_counter() - started
     finally:
         process.stop_group(pid)
 
 
-class _Run:
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+def _esteira(command: str, env: dict[str, str], check: bool = True) -> float:
+    """Run ``esteira <command>`` with ``env``; its wall time in seconds."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "esteira", command], env={**os.environ, **env}, check=check,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _next_run(client, dag_id: str, seen: set[str], timeout: float = 600) -> str:
+    """The id of the first run of ``dag_id`` not in ``seen`` (one an Asset event started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [r for r in client.latest_runs(dag_id) if r["dag_run_id"] not in seen]
+        if runs:
+            return runs[0]["dag_run_id"]
+        time.sleep(_POLL)
+    raise RuntimeError(f"no run of {dag_id} started within {timeout:.0f} s")
+
+
+def _finish(client, dag_id: str, run_id: str) -> None:
+    outcome = client.wait(dag_id, run_id, timeout=1800, poll=_POLL)
+    if not outcome.ok:
+        raise RuntimeError(f"{dag_id} run {run_id}: {outcome.state} ({outcome.tasks})")
+
+
+def _settle(client, dag_ids: list[str], timeout: float = 300) -> None:
+    """Wait until no run is due or going: unpausing a daily DAG runs its latest interval,
+    which is not part of the cycle (nor of the floor)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = dt.datetime.now(dt.UTC).timestamp()
+        due = [d for d in dag_ids if (after := client.request("GET", f"dags/{d}").get("next_dagrun_run_after"))
+               and _timestamp(after) <= now]
+        going = [d for d in dag_ids if any(r["state"] in ("queued", "running") for r in client.latest_runs(d))]
+        if not due and not going:
+            return
+        time.sleep(_POLL)
+    raise RuntimeError(f"runs still due or going after {timeout:.0f} s")
 
 
 def through_scheduler(env: dict[str, str]) -> float:
     """The same cycle as DAG runs on the embedded stack, timed after `esteira up`."""
-    full = {**os.environ, **env}
-    subprocess.run([sys.executable, "-m", "esteira", "up"], env=full, check=True,
-                   stdout=subprocess.DEVNULL)
+    _esteira("up", env)
     try:
         os.environ.update(env)
         from esteira.config import get_settings, get_usecase
-        from esteira.demo import Belt
         from esteira.features.generator import generate_landing
         from esteira.stack.airflow_api import AirflowClient
 
         settings = get_settings()
         uc = get_usecase("churn", settings)
         generate_landing(uc, settings.landing_dir / uc.source.landing)
-        belt = Belt(AirflowClient.for_settings(settings), "churn")
-        stages = ("feature_refresh", "model_training", "model_promotion", "batch_inference",
-                  "drift_monitoring")
-        for stage in stages:
-            belt.client.wait_for_dag(belt.dag(stage))
-            belt.client.unpause(belt.dag(stage))
-        seen = {s: belt.known_runs(s) for s in stages}
-        started = time.perf_counter()
-        belt.run("feature_refresh", HISTORY)
-        belt.follow("model_training", seen["model_training"])
-        belt.follow("model_promotion", seen["model_promotion"])
-        belt.run("batch_inference", SCORED)
-        belt.run("drift_monitoring", WINDOW)
-        return time.perf_counter() - started
+        client = AirflowClient.for_settings(settings)
+        dag = {stage: uc.dag_id(stage) for stage in STAGES}
+        for dag_id in dag.values():
+            client.wait_for_dag(dag_id)
+            client.unpause(dag_id)
+        _settle(client, list(dag.values()))
+        seen = {stage: {r["dag_run_id"] for r in client.latest_runs(dag_id, limit=100)}
+                for stage, dag_id in dag.items()}
+        started = time.time()
+        _finish(client, dag["feature_refresh"], client.trigger(dag["feature_refresh"], HISTORY))
+        for stage in ("model_training", "model_promotion", "batch_inference"):
+            _finish(client, dag[stage], _next_run(client, dag[stage], seen[stage]))
+        last = client.trigger(dag["drift_monitoring"], WINDOW)
+        _finish(client, dag["drift_monitoring"], last)
+        ended = client.latest_runs(dag["drift_monitoring"])[0]
+        assert ended["dag_run_id"] == last, ended
+        return _timestamp(ended["end_date"]) - started
     finally:
-        subprocess.run([sys.executable, "-m", "esteira", "down"], env=full, check=False,
-                       stdout=subprocess.DEVNULL)
+        _esteira("down", env, check=False)
+
+
+def _timestamp(value) -> float:
+    return (value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))).timestamp()
+
+
+def demo_and_page(env: dict[str, str]) -> dict[str, float]:
+    """`esteira up` + `esteira demo` on a new home with the shipped use case, then the
+    Esteira page twice: its first load after the demo, and warm."""
+    import httpx
+
+    from esteira.config import get_settings
+    from esteira.stack.embedded import admin_password
+
+    up = _esteira("up", env)
+    try:
+        demo = _esteira("demo", env)
+        os.environ.update(env)
+        settings = get_settings()
+        with httpx.Client(base_url=settings.airflow_url, timeout=120) as http:
+            login = {"username": "admin", "password": admin_password(settings)}
+            token = http.post("/auth/token", json=login).raise_for_status().json()["access_token"]
+            loads = []
+            for _ in range(2):
+                started = time.perf_counter()
+                page = http.get("/esteira/", headers={"Authorization": f"Bearer {token}"})
+                loads.append(time.perf_counter() - started)
+                if page.status_code != 200 or "Champion" not in page.text:
+                    raise RuntimeError(f"the Esteira page answered {page.status_code}: {page.text[:300]}")
+    finally:
+        _esteira("down", env, check=False)
+    return {"up_seconds": up, "demo_seconds": demo, "page_first_load_seconds": loads[0],
+            "page_warm_load_seconds": loads[1]}
+
+
+def _side(side: str, env: dict[str, str]) -> float:
+    """One run of one side, in its own interpreter so neither warms the other's imports."""
+    out = subprocess.run([sys.executable, __file__, "--side", side, "--env", json.dumps(env)],
+                         check=True, capture_output=True, text=True)
+    shutil.rmtree(env["ESTEIRA_HOME"], ignore_errors=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo's wall time and the page")
     parser.add_argument("--side", choices=["floor", "scheduler"], help=argparse.SUPPRESS)
     parser.add_argument("--env", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side:  # one side, in its own process, so neither warms the other's imports
+    if args.side:
         run = floor if args.side == "floor" else through_scheduler
         print(json.dumps({"seconds": run(json.loads(args.env))}))
         return
     usecases = _usecase_dir(args.entities)
-    seconds = {}
-    for side in ("floor", "scheduler"):
-        env = _environment(usecases)
-        out = subprocess.run(
-            [sys.executable, __file__, "--side", side, "--env", json.dumps(env)],
-            check=True, capture_output=True, text=True,
-        )
-        seconds[side] = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-        print(f"{side:>9}: {seconds[side]:7.1f} s", flush=True)
-    ratio = seconds["scheduler"] / seconds["floor"]
-    print(f"orchestration overhead: the scheduler took {ratio:.2f}x the floor "
-          f"(+{seconds['scheduler'] - seconds['floor']:.1f} s), load average {os.getloadavg()[0]:.1f}")
-    print(json.dumps({
+    seconds: dict[str, list[float]] = {"floor": [], "scheduler": []}
+    for repeat in range(args.repeats):
+        for side in seconds:
+            seconds[side].append(_side(side, _environment(usecases)))
+            print(f"{side:>9} #{repeat + 1}: {seconds[side][-1]:7.1f} s", flush=True)
+    median = {side: statistics.median(runs) for side, runs in seconds.items()}
+    ratio = median["scheduler"] / median["floor"]
+    print(f"orchestration overhead: the scheduler took {ratio:.2f}x the floor (medians of {args.repeats}: "
+          f"{median['scheduler']:.1f} s against {median['floor']:.1f} s, +{median['scheduler'] - median['floor']:.1f} s)")
+    result = {
         "entities": args.entities,
-        "floor_seconds": round(seconds["floor"], 1),
-        "scheduler_seconds": round(seconds["scheduler"], 1),
+        "repeats": args.repeats,
+        "floor_seconds": [round(s, 1) for s in seconds["floor"]],
+        "scheduler_seconds": [round(s, 1) for s in seconds["scheduler"]],
+        "floor_median": round(median["floor"], 1),
+        "scheduler_median": round(median["scheduler"], 1),
         "overhead_ratio": round(ratio, 2),
-        "overhead_seconds": round(seconds["scheduler"] - seconds["floor"], 1),
-        "load_average": round(os.getloadavg()[0], 1),
-    }))
+        "overhead_seconds": round(median["scheduler"] - median["floor"], 1),
+    }
+    if not args.no_demo:
+        env = _environment(None, serve=True)
+        demo = demo_and_page(env)
+        shutil.rmtree(env["ESTEIRA_HOME"], ignore_errors=True)
+        print(f"make demo without setup: {demo['up_seconds'] + demo['demo_seconds']:.1f} s "
+              f"(esteira up {demo['up_seconds']:.1f} s, esteira demo {demo['demo_seconds']:.1f} s); "
+              f"Esteira page: first load {demo['page_first_load_seconds']:.2f} s, "
+              f"warm {demo['page_warm_load_seconds']:.2f} s")
+        result |= {key: round(value, 2) for key, value in demo.items()}
+    result["load_average"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

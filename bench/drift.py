@@ -99,11 +99,11 @@ def _frame(rows: int, seed: int, shifted: tuple[str, ...]):
 
 
 def _generate(rows: int, folder: Path) -> None:
-    from deltalake import write_deltalake
+    from esteira import tables
 
-    tables = {"reference": (1, ()), "current_no_shift": (2, ()), "current_shifted": (3, _SHIFTED)}
-    for name, (seed, shifted) in tables.items():
-        write_deltalake(str(folder / name), _frame(rows, seed, shifted))
+    sides = {"reference": (1, ()), "current_no_shift": (2, ()), "current_shifted": (3, _SHIFTED)}
+    for name, (seed, shifted) in sides.items():
+        tables.append(str(folder / name), _frame(rows, seed, shifted))
 
 
 def _verdict(scores: dict, share: float, dataset_drift: bool) -> dict:
@@ -116,14 +116,12 @@ def _verdict(scores: dict, share: float, dataset_drift: bool) -> dict:
 
 def _run_esteira(reference: str, current: str, sample_size: int, html: Path) -> dict:
     from esteira.monitoring.drift import compute_drift
-    from esteira.monitoring.sampling import open_delta, sample_dataset
+    from esteira.monitoring.sampling import sample_table
 
     uc = _usecase(sample_size)
     size, seed = uc.monitoring.sample_size, uc.training.seed
-    ref = sample_dataset(
-        open_delta(reference), size, seed, columns=uc.feature_names, stratify_by=uc.label.column
-    )
-    cur = sample_dataset(open_delta(current), size, seed, columns=uc.feature_names)
+    ref = sample_table(reference, size, seed, columns=uc.feature_names, stratify_by=uc.label.column)
+    cur = sample_table(current, size, seed, columns=uc.feature_names)
     result = compute_drift(ref, cur, uc)
     result.snapshot.save_html(str(html))
     return _verdict(dict(result.columns), result.drift_share, result.dataset_drift) | {
@@ -135,16 +133,16 @@ def _run_esteira(reference: str, current: str, sample_size: int, html: Path) -> 
 
 
 def _run_evidently(reference: str, current: str, sample_size: int, html: Path) -> dict:
-    from deltalake import DeltaTable
     from evidently import DataDefinition, Dataset, Report
 
+    from esteira import tables
     from esteira.monitoring.drift import drift_columns, drift_preset, drift_verdicts
 
     uc = _usecase(sample_size)
     numeric, categorical = drift_columns(uc)
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    ref = DeltaTable(reference).to_pandas(columns=numeric + categorical)
-    cur = DeltaTable(current).to_pandas(columns=numeric + categorical)
+    ref = tables.read_table(reference, columns=numeric + categorical)
+    cur = tables.read_table(current, columns=numeric + categorical)
     snapshot = Report([drift_preset(uc)], include_tests=True).run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),

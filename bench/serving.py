@@ -1,13 +1,24 @@
-"""Benchmark: Esteira's model server against ``mlflow models serve``, same model, same payloads.
+"""Benchmark: Esteira's model server against ``mlflow models serve`` (and MLServer), same model.
 
-One registered churn pipeline (one-hot + imputer + 10-tree random forest) on a private
-MLflow server, served by ``mlflow models serve --env-manager local`` (1 worker) and by
-``python -m esteira.serving.server`` (1 worker, inference log on). A keep-alive HTTP
-client on loopback sends a 1-row and a 100-row ``dataframe_split`` payload at client
-concurrency 1 and 8, a bounded number of requests each. The ceiling is the same model's
-in-process ``predict`` on one row. The last line printed is one JSON object.
+One registered churn pipeline (one-hot + imputer + 10-tree random forest), logged and
+compiled the way training and the registration hook do it (``pyfunc_flavor.log_model``,
+``compile_version``), on a private MLflow server. Served by:
 
-    .venv/bin/python bench/serving.py [--requests 400]
+- ``mlflow`` — ``mlflow models serve --env-manager local`` (1 worker): the baseline;
+- ``esteira`` — ``python -m esteira.serving.server`` scoring with the version's ONNX graph;
+- ``esteira-sklearn`` — the same server with ``--no-compiled`` (the sklearn pipeline);
+- ``mlserver`` — MLServer 1.7 with its MLflow runtime (default settings, ``/invocations``),
+  installed in a virtualenv of its own under this run's temporary folder, if it installs
+  and loads the model (otherwise the output says why).
+
+A keep-alive HTTP client on loopback sends a 1-row and a 100-row ``dataframe_split``
+payload at client concurrency 1 and 8 for a fixed time per round; each scenario runs
+``--repeats`` rounds (servers in rotating order, so a shift in the shared machine's load
+hits all alike) and reports the median of the rounds. The ceilings are the in-process
+calls: sklearn ``predict`` on a one-row frame, and onnxruntime on one row of numpy columns.
+The last line printed is one JSON object.
+
+    .venv/bin/python bench/serving.py [--seconds 2] [--repeats 3] [--no-mlserver]
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +37,8 @@ import time
 from pathlib import Path
 
 _MODEL = "churn"
+_GOALS = {"single_row_rps_ratio": 8.0, "single_row_rps_ratio_c8": 15.0, "hundred_rows_rps_ratio": 5.0}
+_MLSERVER = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1")
 
 
 def _train(uc, rows: int = 2000):
@@ -57,19 +71,22 @@ def _train(uc, rows: int = 2000):
 
 
 def _register(model, x) -> str:
+    """Log and register as training does, and point ``champion`` at the version."""
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
+
+    from esteira import tracking
+    from esteira.serving import pyfunc_flavor
 
     example = x.head(5)
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
+        info = pyfunc_flavor.log_model(
             model, name="model", signature=infer_signature(example, model.predict(example)),
             input_example=example, serialization_format="cloudpickle",
             pip_requirements=["scikit-learn", "cloudpickle"], registered_model_name=_MODEL,
         )
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(_MODEL, "champion", version)
+    tracking.client().set_registered_model_alias(_MODEL, "champion", version)
     return version
 
 
@@ -110,22 +127,19 @@ class _Connection:
         self.sock.close()
 
 
-def _load(port: int, body: bytes, concurrency: int, total: int) -> tuple[list[float], float, int]:
-    """Send ``total`` requests from ``concurrency`` keep-alive connections.
-
-    Returns the latencies, the elapsed wall time and the number of non-200 answers.
-    """
-    per_client = max(total // concurrency, 1)
+def _round(port: int, body: bytes, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` keep-alive connections sending for ``seconds``; rps, p50, p99, errors."""
     latencies: list[float] = []
-    errors = []
+    errors: list[int] = []
     lock = threading.Lock()
     ready = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
 
     def client() -> None:
         conn = _Connection(port, body)
         mine = []
         ready.wait()
-        for _ in range(per_client):
+        while time.perf_counter() < deadline[0]:
             started = time.perf_counter()
             status, _ = conn.send()
             mine.append(time.perf_counter() - started)
@@ -138,40 +152,40 @@ def _load(port: int, body: bytes, concurrency: int, total: int) -> tuple[list[fl
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
         t.start()
-    ready.wait()
+    deadline[0] = time.perf_counter() + seconds
     started = time.perf_counter()
+    ready.wait()
     for t in threads:
         t.join()
-    return latencies, time.perf_counter() - started, len(errors)
+    elapsed = time.perf_counter() - started
+    lat = sorted(latencies)
+    return {"rps": len(lat) / elapsed, "p50_ms": statistics.median(lat) * 1000,
+            "p99_ms": lat[min(int(len(lat) * 0.99), len(lat) - 1)] * 1000, "errors": len(errors)}
 
 
-def _compare(servers: dict, body: bytes, concurrency: int, total: int, rounds: int) -> dict:
-    """Alternate the servers over ``rounds`` rounds, so a shift in the machine's load
-    (it is shared) hits both alike; returns figures per server."""
-    figures = {name: {"latencies": [], "seconds": 0.0, "errors": 0} for name in servers}
-    for _ in range(rounds):
-        for name, service in servers.items():
-            latencies, seconds, errors = _load(service.port, body, concurrency, total // rounds)
-            figures[name]["latencies"] += latencies
-            figures[name]["seconds"] += seconds
-            figures[name]["errors"] += errors
-    out = {}
-    for name, f in figures.items():
-        lat = sorted(f["latencies"])
-        out[name] = {
-            "rps": len(lat) / f["seconds"],
-            "p50_ms": statistics.median(lat) * 1000,
-            "p99_ms": lat[min(int(len(lat) * 0.99), len(lat) - 1)] * 1000,
-            "errors": f["errors"],
-        }
-    return out
+def _scenario(servers: dict, body: bytes, concurrency: int, seconds: float, repeats: int) -> dict:
+    """Each server ``repeats`` rounds, in rotating order; the median of the rounds."""
+    rounds: dict[str, list[dict]] = {name: [] for name in servers}
+    names = list(servers)
+    for name in names:
+        _round(servers[name].port, body, concurrency, 0.3)  # warm up
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            rounds[name].append(_round(servers[name].port, body, concurrency, seconds))
+    return {
+        name: {key: statistics.median(x[key] for x in results) for key in ("rps", "p50_ms", "p99_ms")}
+        | {"errors": sum(x["errors"] for x in results),
+           "rps_rounds": [round(x["rps"], 1) for x in results]}
+        for name, results in rounds.items()
+    }
 
 
 def _post(port: int, body: bytes) -> dict:
-    conn = _Connection(port, body)
-    status, answer = conn.send()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+    answer = json.loads(conn.getresponse().read())
     conn.close()
-    return json.loads(answer)
+    return answer
 
 
 def _rows_and_calls(port: int) -> tuple[float, float]:
@@ -184,42 +198,87 @@ def _rows_and_calls(port: int) -> tuple[float, float]:
     return values["esteira_predicted_rows_total"], values["esteira_model_calls_total"]
 
 
-def _post(port: int, body: bytes) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    answer = json.loads(response.read())
-    conn.close()
-    return answer
-
-
-def _ceiling(model, row, seconds: float = 3.0) -> float:
-    model.predict(row)
+def _per_second(call, seconds: float = 2.0) -> float:
+    call()
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.predict(row)
+        call()
         count += 1
     return count / (time.perf_counter() - started)
 
 
+def _ceilings(settings, version: str, one, hundred) -> dict[str, float]:
+    """In-process calls per second: the product's loaded model, both paths, 1 and 100 rows."""
+    from esteira.serving.model_loader import load_version
+
+    model = load_version(settings, _MODEL, version)
+    out = {}
+    for label, rows in (("1_row", one), ("100_rows", hundred)):
+        columns = {c.name: rows[c.name].to_numpy() for c in model.columns}
+        out[f"sklearn_{label}"] = _per_second(lambda r=rows: model.predict(r))
+        out[f"onnx_{label}"] = _per_second(lambda c=columns: model.compiled.run(c))
+    return out
+
+
+def _mlserver(home: Path, settings, version: str, port: int):
+    """MLServer in a virtualenv of its own, serving a local copy of the version.
+
+    Returns (Service, None) or (None, why it cannot be measured).
+    """
+    import mlflow
+
+    from esteira.stack import process
+
+    venv = home / "mlserver-venv"
+    uv = Path(sys.executable).parent / "uv"
+    steps = [[str(uv), "venv", str(venv), "--python", sys.executable, "-q"],
+             [str(uv), "pip", "install", "--python", str(venv / "bin" / "python"), "-q", *_MLSERVER,
+              "scikit-learn==1.9.1", "mlflow==3.17.2", "pandas==2.3.3", "numpy==2.4.6", "cloudpickle"]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            return None, f"MLServer did not install: {done.stderr.strip()[-300:]}"
+    models = home / "mlserver-models"
+    models.mkdir()
+    local = mlflow.artifacts.download_artifacts(f"models:/{_MODEL}/{version}", dst_path=str(models / "model"),
+                                                tracking_uri=settings.tracking_uri)
+    (models / "settings.json").write_text(json.dumps(
+        {"http_port": port, "grpc_port": process.free_port(), "metrics_port": process.free_port()}))
+    (models / "model-settings.json").write_text(json.dumps(
+        {"name": _MODEL, "implementation": "mlserver_mlflow.MLflowRuntime", "parameters": {"uri": local}}))
+    return process.Service(
+        name="MLServer", argv=[str(venv / "bin" / "mlserver"), "start", str(models)], port=port,
+        health_url=f"http://127.0.0.1:{port}/v2/models/{_MODEL}/ready",
+        env={"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"},
+    ), None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=400, help="requests per 1-row scenario")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one round per server")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per scenario (the median is reported)")
+    parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer peer")
     args = parser.parse_args(argv)
 
-    from esteira.config import get_usecase
+    import dataclasses
+
+    from esteira.config import get_settings, get_usecase
+    from esteira.serving.compilation import compile_version
     from esteira.stack import process
     from esteira.stack.mlflow_server import mlflow_service
 
     load_before = os.getloadavg()[0]
     home = Path(tempfile.mkdtemp(prefix="esteira-bench-serving-"))
     uc = get_usecase("churn")
-    mlflow_port, mlflow_serve_port, esteira_port = (process.free_port() for _ in range(3))
-    tracking = f"http://127.0.0.1:{mlflow_port}"
-    os.environ.update(MLFLOW_TRACKING_URI=tracking, ESTEIRA_HOME=str(home),
+    mlflow_port, mlflow_serve_port, esteira_port, sklearn_port, mlserver_port = (
+        process.free_port() for _ in range(5))
+    tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+    os.environ.update(MLFLOW_TRACKING_URI=tracking_uri, ESTEIRA_HOME=str(home),
                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    settings = dataclasses.replace(get_settings(), home=home)
     bin_dir = Path(sys.executable).parent
     pids = []
+    mlserver_note = "skipped (--no-mlserver)"
     try:
         tracking_service = mlflow_service(mlflow_port, f"sqlite:///{home / 'mlflow.db'}",
                                           home / "artifacts")
@@ -227,6 +286,18 @@ def main(argv: list[str] | None = None) -> int:
         process.wait_healthy(tracking_service, pids[-1], timeout=90, log_path=home / "mlflow.log")
         model, x = _train(uc)
         version = _register(model, x)
+        compiled = compile_version(uc, settings, version, x.sample(500, random_state=3))
+        if not compiled.equivalent:
+            raise SystemExit(f"the bench model did not compile equivalently: {compiled.reason}")
+
+        def esteira(port: int, *extra: str) -> process.Service:
+            return process.Service(
+                name="Esteira model server",
+                argv=[sys.executable, "-m", "esteira.serving.server", "--usecase", "churn",
+                      "--port", str(port), "--log-level", "warning", *extra],
+                port=port, health_url=f"http://127.0.0.1:{port}/health",
+                env={"ESTEIRA_MODEL_SERVER_API_KEY": ""},
+            )
 
         servers = {
             "mlflow": process.Service(
@@ -237,18 +308,23 @@ def main(argv: list[str] | None = None) -> int:
                 port=mlflow_serve_port, health_url=f"http://127.0.0.1:{mlflow_serve_port}/ping",
                 env={"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},  # its uvicorn
             ),
-            "esteira": process.Service(
-                name="Esteira model server",
-                argv=[sys.executable, "-m", "esteira.serving.server", "--usecase", "churn",
-                      "--port", str(esteira_port), "--log-level", "warning"],
-                port=esteira_port, health_url=f"http://127.0.0.1:{esteira_port}/health",
-                env={"ESTEIRA_MODEL_SERVER_API_KEY": ""},
-            ),
+            "esteira": esteira(esteira_port),
+            "esteira-sklearn": esteira(sklearn_port, "--no-compiled"),
         }
-        for name, service in servers.items():
+        if not args.no_mlserver:
+            service, mlserver_note = _mlserver(home, settings, version, mlserver_port)
+            if service is not None:
+                servers["mlserver"] = service
+        for name, service in list(servers.items()):
             log = home / f"{name}.log"
             pids.append(process.start(service, log))
-            process.wait_healthy(service, pids[-1], timeout=120, log_path=log)
+            try:
+                process.wait_healthy(service, pids[-1], timeout=180, log_path=log)
+            except process.ServiceError as exc:
+                if name != "mlserver":
+                    raise
+                mlserver_note = f"MLServer did not load the model: {str(exc)[-300:]}"
+                del servers[name]
 
         one, hundred = x.sample(1, random_state=1), x.sample(100, random_state=2)
         payloads = {
@@ -257,60 +333,76 @@ def main(argv: list[str] | None = None) -> int:
         }
         for label, body in payloads.items():
             answers = {name: _post(s.port, body) for name, s in servers.items()}
-            if answers["mlflow"] != answers["esteira"]:
+            if any(a != answers["mlflow"] for a in answers.values()):
                 raise SystemExit(f"the servers disagree on the {label} payload: {answers}")
+        if "mlserver" in servers:
+            mlserver_note = "MLServer 1.7.1 + mlserver-mlflow 1.7.1, default settings, /invocations"
 
         results: dict[str, dict] = {}
         for label, body in payloads.items():
-            total = args.requests if label == "1 row" else max(args.requests // 4, 80)
             for concurrency in (1, 8):
-                for service in servers.values():
-                    _load(service.port, body, concurrency, 40)  # warm up
                 rows_before, calls_before = _rows_and_calls(esteira_port)
-                measured = _compare(servers, body, concurrency, total, rounds=4)
+                measured = _scenario(servers, body, concurrency, args.seconds, args.repeats)
                 rows, calls = _rows_and_calls(esteira_port)
                 measured["esteira"]["rows_per_call"] = (rows - rows_before) / max(calls - calls_before, 1)
                 for name, result in measured.items():
                     results[f"{name}|{label}|c{concurrency}"] = result
-        ceiling = _ceiling(model, one)
+        ceilings = _ceilings(settings, version, one, hundred)
     finally:
         for pid in reversed(pids):
             process.stop_group(pid)
 
-    print(f"model: {_MODEL} version {version} (one-hot + imputer + 10-tree random forest); "
-          f"machine load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-          "(a shared machine: both servers were measured in alternating rounds)")
-    print(f"{'scenario':<16}{'server':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-          f"{'rows/model call':>17}")
+    _report(results, ceilings, list(servers), args, load_before, version, mlserver_note)
+    return 0
+
+
+def _report(results, ceilings, names, args, load_before, version, mlserver_note) -> None:
+    print(f"model: {_MODEL} version {version} (one-hot + imputer + 10-tree random forest, compiled "
+          f"equivalent); load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores (shared machine: servers measured in rotating rounds)")
+    print(f"each figure: median of {args.repeats} rounds of {args.seconds:g} s; MLServer: {mlserver_note}")
+    print(f"{'scenario':<15}{'server':<17}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'rows/call':>11}   rounds req/s")
     for key, r in results.items():
         name, label, conc = key.split("|")
         per_call = f"{r['rows_per_call']:.1f}" if "rows_per_call" in r else ""
-        print(f"{label + ' ' + conc:<16}{name:<9}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}"
-              f"{r['p99_ms']:>9.2f}{r['errors']:>8}{per_call:>17}")
-    ratios = {}
-    for label, short in (("1 row", "single_row"), ("100 rows", "hundred_rows")):
-        for conc in ("c1", "c8"):
-            e, m = results[f"esteira|{label}|{conc}"], results[f"mlflow|{label}|{conc}"]
-            suffix = "" if conc == "c1" else "_c8"
-            ratios[f"{short}_rps_ratio{suffix}"] = round(e["rps"] / m["rps"], 2)
-            ratios[f"{short}_p99_ratio{suffix}"] = round(e["p99_ms"] / m["p99_ms"], 3)
-    print("ratios (esteira / mlflow):", ", ".join(f"{k}={v}" for k, v in ratios.items()))
+        print(f"{label + ' ' + conc:<15}{name:<17}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}"
+              f"{r['p99_ms']:>9.2f}{r['errors']:>8}{per_call:>11}   {r['rps_rounds']}")
+    summary: dict = {}
+    for peer in (n for n in names if n != "mlflow"):
+        prefix = "" if peer == "esteira" else f"{peer.replace('-', '_')}_"
+        for label, short in (("1 row", "single_row"), ("100 rows", "hundred_rows")):
+            for conc in ("c1", "c8"):
+                e, m = results[f"{peer}|{label}|{conc}"], results[f"mlflow|{label}|{conc}"]
+                suffix = "" if conc == "c1" else "_c8"
+                summary[f"{prefix}{short}_rps_ratio{suffix}"] = round(e["rps"] / m["rps"], 2)
+                summary[f"{prefix}{short}_p99_ratio{suffix}"] = round(e["p99_ms"] / m["p99_ms"], 3)
+    print("ratios to mlflow models serve (req/s ratio; p99 ratio):")
+    for peer in (n for n in names if n != "mlflow"):
+        prefix = "" if peer == "esteira" else f"{peer.replace('-', '_')}_"
+        print(f"  {peer:<16}" + ", ".join(
+            f"{short}{suffix} {summary[f'{prefix}{short}_rps_ratio{suffix}']}x; "
+            f"p99 {summary[f'{prefix}{short}_p99_ratio{suffix}']}"
+            for short in ("single_row", "hundred_rows") for suffix in ("", "_c8")))
+    verdicts = [f"{key} {summary[key]} (goal >= {goal})  {'met' if summary[key] >= goal else 'NOT met'}"
+                for key, goal in _GOALS.items()]
+    p99 = [k for k in summary if k.startswith(("single_row_p99", "hundred_rows_p99"))]
+    verdicts.append("p99 <= 1/3 of MLflow's in every scenario: "
+                    + ("met" if all(summary[k] <= 1 / 3 for k in p99) else
+                       "NOT met (" + ", ".join(f"{k} {summary[k]}" for k in p99 if summary[k] > 1 / 3) + ")"))
+    print("goals (esteira, compiled path):\n  " + "\n  ".join(verdicts))
     single = results["esteira|1 row|c1"]["rps"]
-    print(f"ceiling: in-process predict of one row = {ceiling:.1f} req/s; "
-          f"esteira at c1 reaches {single / ceiling:.0%} of it")
-    summary = {
-        **ratios,
-        "ceiling_rps": round(ceiling, 1),
-        "esteira_share_of_ceiling_c1": round(single / ceiling, 3),
-        **{f"{k.replace('|', '_').replace(' ', '_')}_rps": round(v["rps"], 1) for k, v in results.items()},
-        **{f"{k.replace('|', '_').replace(' ', '_')}_p99_ms": round(v["p99_ms"], 2)
-           for k, v in results.items()},
-        "errors": sum(v["errors"] for v in results.values()),
-        "esteira_rows_per_model_call_1_row_c8": round(results["esteira|1 row|c8"]["rows_per_call"], 2),
-        "load_average": round(os.getloadavg()[0], 1),
-    }
+    print("in-process ceilings (calls/s): " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items())
+          + f"; esteira at 1 row c1 reaches {single / ceilings['onnx_1_row']:.0%} of the onnx ceiling")
+    summary.update({f"ceiling_{k}": round(v, 1) for k, v in ceilings.items()})
+    summary.update({f"{k.replace('|', '_').replace(' ', '_')}_rps": round(v["rps"], 1) for k, v in results.items()})
+    summary.update({f"{k.replace('|', '_').replace(' ', '_')}_p99_ms": round(v["p99_ms"], 2)
+                    for k, v in results.items()})
+    summary["errors"] = sum(v["errors"] for v in results.values())
+    summary["esteira_rows_per_model_call_1_row_c8"] = round(results["esteira|1 row|c8"]["rows_per_call"], 2)
+    summary["mlserver"] = mlserver_note
+    summary["load_average"] = round(os.getloadavg()[0], 1)
     print(json.dumps(summary))
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,15 +25,10 @@ def batch_inference(uc):
     def _dag():
         @task(outlets=[predictions])
         def score_batch(**context) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from esteira.orchestration.context import publish, window
+            from esteira.stages.batch_inference import score
 
-            from esteira.serving.steps import score_interval
-
-            reference = score_interval(uc, context["params"], context, context["run_id"])
-            if "skipped" in reference:
-                raise AirflowSkipException(reference["skipped"])
-            context["outlet_events"][predictions].extra = reference
-            return reference
+            return publish(context, predictions, score(uc, window(context), context["run_id"]))
 
         score_batch()
 

@@ -25,20 +25,17 @@ def drift_monitoring(uc):
     def _dag():
         @task
         def monitor_window(**context) -> dict:
-            from esteira.monitoring.steps import monitor_interval
+            from esteira.orchestration.context import window
+            from esteira.stages.drift_monitoring import monitor
 
-            return monitor_interval(uc, context["params"], context, context["run_id"])
+            return monitor(uc, window(context), context["run_id"])
 
         @task(outlets=[retraining])
         def request_retraining(outcome: dict, **context) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from esteira.orchestration.context import publish
+            from esteira.stages.drift_monitoring import retraining_request
 
-            if not outcome.get("retrain"):
-                raise AirflowSkipException(f"no retraining: {outcome.get('reason', 'no breach')}")
-            request = {"reason": outcome["reason"], "window_end": outcome["window_end"],
-                       "model_version": outcome.get("model_version")}
-            context["outlet_events"][retraining].extra = request
-            return request
+            return publish(context, retraining, retraining_request(outcome))
 
         request_retraining(monitor_window())
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from esteira.compute.operator import EsteiraStepOperator
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
+from esteira.orchestration.operator import EsteiraStepOperator
 from esteira.orchestration.params import interval_params
 
 
@@ -43,12 +43,12 @@ def feature_refresh(uc):
 
         @task(outlets=[features])
         def publish_features(reference: dict, **context) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from esteira.orchestration.context import publish
+            from esteira.stages.results import NothingToDo
 
             if not context["params"]["notify_downstream"]:
-                raise AirflowSkipException("notify_downstream is off: no features event, no training")
-            context["outlet_events"][features].extra = reference
-            return reference
+                return publish(context, features, NothingToDo("notify_downstream is off: no features event, no training"))
+            return publish(context, features, reference)
 
         publish_features(refresh_features.output)
 

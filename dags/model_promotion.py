@@ -3,8 +3,10 @@
 
 Runs when training registers a `challenger`. When approval is required (`require_approval`
 in the use-case YAML, or the Param), a person approves or rejects in the Airflow UI
-(*Required actions*), with a reason; the decision and the approver are recorded in the
-model version's tags. Promotion is a compare-and-set: `champion` moves to the challenger
+(*Required actions*), with a reason; without an answer within `approval_timeout_hours` the
+request is rejected by default. `record_decision` writes the decision (approver and reason,
+or the timeout) to the model version's tags and the registry's history; a rejection or a
+timeout ends the run there, skipped. Promotion is a compare-and-set: `champion` moves to the challenger
 only if it still points at the version the gate compared against. Then the online model
 server reloads the new champion and a canary prediction checks it; a failed check rolls
 the alias back.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, task
 
 from esteira.orchestration import assets
@@ -41,47 +43,62 @@ def model_promotion(uc):
     def _dag():
         @task
         def read_challenger(**context) -> dict:
-            from esteira.registry.steps import challenger_to_promote
+            from esteira.orchestration.context import triggering_extra
+            from esteira.stages.model_promotion import challenger_to_promote
 
-            return challenger_to_promote(uc, context["params"], assets.triggering_extra(context, challenger))
+            event = triggering_extra(context, challenger)
+            return challenger_to_promote(uc, context["params"].get("version"), event.get("version"))
 
         @task.branch
         def check_approval(candidate: dict, **context) -> str:
-            return "approve_promotion" if context["params"]["require_approval"] else "promote_challenger"
+            return "approve_promotion" if context["params"]["require_approval"] else "record_decision"
 
-        approve_promotion = ApprovalOperator(
+        # Not ApprovalOperator: on Reject it skips its downstream and pushes no XCom, so the
+        # rejection could not be recorded. Every answer (and the timeout's default) is an XCom here.
+        approve_promotion = HITLOperator(
             task_id="approve_promotion",
             subject=f"Promote a new champion of '{uc.model_name}'?",
             body=(
                 "Version {{ ti.xcom_pull(task_ids='read_challenger')['version'] }} passed the gate "
                 "against champion {{ ti.xcom_pull(task_ids='read_challenger')['expected_champion'] }}. "
-                "See its metrics and lineage in MLflow before you decide."
+                "See its metrics and lineage in MLflow before you decide. Without an answer within "
+                f"{uc.registry.approval_timeout_hours:g} h it is not promoted."
             ),
+            options=["Approve", "Reject"],
+            defaults=["Reject"],
             params={"reason": Param("", type="string", title="Reason")},
             response_timeout=dt.timedelta(hours=uc.registry.approval_timeout_hours),
         )
 
-        @task(outlets=[champion], trigger_rule="none_failed_min_one_success")
-        def promote_challenger(candidate: dict, **context) -> dict:
-            from esteira.registry.steps import promote_after_decision
+        @task(trigger_rule="none_failed_min_one_success")
+        def record_decision(candidate: dict, **context) -> dict:
+            from esteira.orchestration.context import approval, skip_if_nothing
+            from esteira.stages import model_promotion
 
-            decision = context["ti"].xcom_pull(task_ids="approve_promotion")
-            reference = promote_after_decision(uc, candidate, decision, context["dag_run"])
-            context["outlet_events"][champion].extra = reference
-            return reference
+            answer = approval(context["ti"].xcom_pull(task_ids="approve_promotion"))
+            timeout = uc.registry.approval_timeout_hours
+            return skip_if_nothing(model_promotion.record_decision(uc, candidate, answer, timeout))
+
+        @task(outlets=[champion])
+        def promote_challenger(candidate: dict, decision: dict, **context) -> dict:
+            from esteira.orchestration.context import publish
+            from esteira.stages.model_promotion import Approval, promote
+
+            approved = Approval.recorded(decision)
+            return publish(context, champion, promote(uc, candidate, approved, context["run_id"]))
 
         @task
         def deploy_champion(promoted: dict) -> dict:
-            from esteira.serving.steps import deploy_or_roll_back
+            from esteira.stages.model_promotion import deploy
 
-            return deploy_or_roll_back(uc, promoted)
+            return deploy(uc, promoted)
 
         candidate = read_challenger()
         branch = check_approval(candidate)
-        promoted = promote_challenger(candidate)
-        branch >> [approve_promotion, promoted]
-        approve_promotion >> promoted
-        deploy_champion(promoted)
+        decision = record_decision(candidate)
+        branch >> [approve_promotion, decision]
+        approve_promotion >> decision
+        deploy_champion(promote_challenger(candidate, decision))
 
     return _dag()
 

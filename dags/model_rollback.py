@@ -31,17 +31,18 @@ def model_rollback(uc):
     def _dag():
         @task(outlets=[champion])
         def rollback_champion(**context) -> dict:
-            from esteira.registry.steps import roll_back
+            from esteira.orchestration.context import publish, triggering_user
+            from esteira.stages.model_rollback import roll_back
 
-            reference = roll_back(uc, context["params"], context["dag_run"])
-            context["outlet_events"][champion].extra = reference
-            return reference
+            params = context["params"]
+            restored = roll_back(uc, int(params["rollback_to_version"]), triggering_user(context), params["reason"])
+            return publish(context, champion, restored)
 
         @task
         def deploy_champion(restored: dict) -> dict:
-            from esteira.serving.steps import deploy_or_roll_back
+            from esteira.stages.model_rollback import deploy
 
-            return deploy_or_roll_back(uc, restored, roll_back_on_failure=False)
+            return deploy(uc, restored, roll_back_on_failure=False)
 
         deploy_champion(rollback_champion())
 

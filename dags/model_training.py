@@ -8,16 +8,20 @@ current champion on the same held-out test set (the evaluation gate). On a pass 
 is registered with its lineage and gets the alias `challenger`, which starts promotion.
 
 Runs when the feature table changes, when monitoring requests retraining, or by hand with
-the form below (candidates, window, split, seed, gate mode).
+the form below (candidates, window, split, seed, gate mode). Which labels it learns from is
+decided in one place and logged with its reason (`build_training_set`'s log, the parent
+run's `esteira.window.*` tags). A candidate that cannot differ from the champion is
+*nothing new*: nothing is registered and the run ends skipped with that reason.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from esteira.compute.operator import EsteiraStepOperator
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
+from esteira.orchestration.operator import EsteiraStepOperator
+from esteira.orchestration.params import candidates_schema
 
 
 def _params(uc) -> dict:
@@ -25,16 +29,19 @@ def _params(uc) -> dict:
     return {
         "candidates": Param(
             [c.model_dump() for c in training.candidates],
-            type="array",
+            **candidates_schema(),
             title="Candidates",
-            description="Model families and hyperparameter grids; every combination is one candidate.",
+            description="Model families and hyperparameter grids (JSON); every combination is one candidate.",
         ),
         "training_end": Param(
             None,
             type=["null", "string"],
             format="date",
             title="Training window end",
-            description="Labels before this day (exclusive). Empty: the end of the refreshed interval that triggered the run, else the newest label.",
+            description=(
+                "Labels before this day (exclusive). Empty: a retraining request's own end, else the newest "
+                "label, never before the champion's window; a features event's interval end; by hand, the newest label."
+            ),
         ),
         "window_days": Param(training.window_days, type="integer", minimum=1, title="Training window (days)"),
         "validation_fraction": Param(
@@ -65,9 +72,12 @@ def model_training(uc):
     def _dag():
         @task
         def build_training_set(**context) -> dict:
-            from esteira.training.steps import prepare_training
+            from esteira.orchestration.context import run_identity, training_trigger
+            from esteira.stages.model_training import TrainingOptions, prepare_training
 
-            return prepare_training(uc, context["params"], _airflow(context), _trigger_extra(context))
+            trigger = training_trigger(context, features, retraining)
+            options = TrainingOptions.from_params(context["params"])
+            return prepare_training(uc, options, trigger, run_identity(context))
 
         @task
         def plan_candidates(**context) -> list[dict]:
@@ -77,27 +87,22 @@ def model_training(uc):
 
         @task
         def select_best(results: list[dict]) -> dict:
-            from esteira.training.fit import select_best as best
+            from esteira.stages.model_training import select_best as best
 
-            return best(list(results), uc.training.primary_metric, uc.training.greater_is_better).to_dict()
+            return best(uc, list(results))
 
         @task
         def evaluate_gate(best: dict, training: dict, **context) -> dict:
-            from esteira.training.steps import run_gate
+            from esteira.stages.model_training import TrainingOptions, run_gate
 
-            return run_gate(uc, context["params"], best, training)
+            return run_gate(uc, TrainingOptions.from_params(context["params"]), best, training)
 
         @task(outlets=[challenger])
         def register_challenger(best: dict, gate: dict, training: dict, **context) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from esteira.orchestration.context import publish
+            from esteira.stages import model_training
 
-            from esteira.training.steps import finish_training
-
-            reference = finish_training(uc, best, gate, training)
-            if reference is None:
-                raise AirflowSkipException(f"rejected by the gate: {'; '.join(gate['reasons'])}")
-            context["outlet_events"][challenger].extra = reference
-            return reference
+            return publish(context, challenger, model_training.register_challenger(uc, best, gate, training))
 
         training = build_training_set()
         # esteira.jobs.train_candidate per candidate, in the worker or as Databricks runs (Param compute_backend)
@@ -110,12 +115,6 @@ def model_training(uc):
 
     def _as_candidate(candidate: dict) -> dict:
         return {"candidate": candidate}
-
-    def _airflow(context) -> dict:
-        return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "try_number": context["ti"].try_number}
-
-    def _trigger_extra(context) -> dict:
-        return assets.triggering_extra(context, features) or assets.triggering_extra(context, retraining)
 
     return _dag()
 

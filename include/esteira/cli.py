@@ -102,12 +102,49 @@ def _reproduce(args) -> int:
     return 0 if report.matches else 1
 
 
-def _registry_history(args) -> int:
-    from esteira.config import get_usecase
-    from esteira.registry.transitions import history
+def registry_history(usecase: str) -> list[dict]:
+    """Every registry decision of the use case's model, oldest first (``ui.overview.history_view``)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-    for event in history(get_usecase(args.usecase)):
-        print(json.dumps(event, default=str))
+    from esteira import tracking
+    from esteira.config import get_settings, get_usecase
+    from esteira.ui.overview import history_view
+
+    settings = get_settings()
+    uc = get_usecase(usecase, settings)
+    client = tracking.client(settings)
+    try:
+        tags = client.get_registered_model(uc.model_name).tags
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return []
+        raise
+    return history_view(client, uc, tags, settings.mlflow_ui_url)
+
+
+def history_lines(events: list[dict]) -> list[str]:
+    """One line per decision (when, what, which version, who, why); each promotion followed by
+    the gate's comparison against the champion it replaced, on the same test set."""
+    lines = []
+    for event in events:
+        version = f"v{event['version']}" if event.get("version") else "-"
+        if event.get("previous"):
+            version += f" (was v{event['previous']})"
+        lines.append(f"{event['at']}  {event['action']:<20} {version:<14} by {event['actor']}: {event['reason']}")
+        if event["action"] == "promote" and event.get("comparison"):
+            from esteira.evaluation.comparison import text_lines
+
+            lines += text_lines(event["comparison"], event.get("compared_champion"), indent=" " * 6)
+    return lines
+
+
+def _registry_history(args) -> int:
+    events = registry_history(args.usecase)
+    if not events:
+        print(f"no registry decisions yet for {args.usecase}", file=sys.stderr)
+    for line in [json.dumps(e) for e in events] if args.json else history_lines(events):
+        print(line)
     return 0
 
 
@@ -153,8 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry = sub.add_parser("registry", help="the model registry")
     rsub = registry.add_subparsers(dest="registry_command", required=True)
-    hist = rsub.add_parser("history", help="the alias history of a model, from its audit tags")
+    hist = rsub.add_parser(
+        "history", help="every registry decision of a model (alias moves, approvals, rejections, "
+        "timeouts, gate decisions, failed deploys), each promotion with the gate's comparison",
+    )
     hist.add_argument("usecase")
+    hist.add_argument("--json", action="store_true", help="one JSON object per decision")
     hist.set_defaults(func=_registry_history)
 
     demo = sub.add_parser("demo", help="run the whole belt through the scheduler")
@@ -165,15 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import os
-
-    from esteira.config import ConfigError, get_settings
+    from esteira.config import ConfigError
     from esteira.stack.process import ServiceError
 
+    # Commands that read MLflow go through esteira.tracking: the stack's server, never ./mlruns.
     try:
-        # Commands that read MLflow talk to the stack's tracking server, never a local file.
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            os.environ["MLFLOW_TRACKING_URI"] = get_settings().tracking_uri
         return args.func(args)
     except (ConfigError, ServiceError) as exc:
         print(f"esteira: {exc}", file=sys.stderr)

@@ -120,30 +120,29 @@ def _sample_request(settings: Settings, uc) -> None:
     say(f"    -> {answer}   (/version: {version})")
 
 
-def _summary(settings: Settings, uc, client: AirflowClient) -> None:
-    from deltalake import DeltaTable
-    from mlflow import MlflowClient
-
-    print("\nModel versions")
-    print(f"  {'version':>7}  {'aliases':<20} {'gate':<9} metrics")
+def _summary(settings: Settings, uc) -> None:
+    from esteira.cli import history_lines, registry_history
+    from esteira.evaluation.comparison import text_lines
+    from esteira.monitoring.results import read_history
     from esteira.registry.transitions import get_alias_version
 
-    mlflow = MlflowClient()
+    events = registry_history(uc.name)
     # search_model_versions leaves the aliases out: ask for each alias instead.
     aliases = {get_alias_version(uc, a): a for a in ("challenger", "champion")}
-    for mv in sorted(mlflow.search_model_versions(f"name='{uc.model_name}'"), key=lambda v: int(v.version)):
-        metrics = json.loads(mv.tags.get("gate_metrics", "{}"))
-        shown = ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()) if k in ("roc_auc", "log_loss", "f1_score", "rmse"))
-        alias = aliases.get(int(mv.version), "-")
-        print(f"  {mv.version:>7}  {alias:<20} {mv.tags.get('gate_verdict', '-'):<9} {shown}")
+    print("\nModel versions: the gate's comparison, both models on the candidate's test set")
+    for event in (e for e in events if e["action"] == "register_challenger"):
+        version = event["version"]
+        print(f"  v{version}  {aliases.get(version, '-'):<10}  registered {event['at']}: {event['reason']}")
+        print("\n".join(text_lines(event["comparison"], event["compared_champion"], indent="      ")))
+    print("\nRegistry history (esteira registry history " + uc.name + ")")
+    print("\n".join(f"  {line}" for line in history_lines(events)) or "  (none)")
     print("\nMonitoring windows")
-    try:
-        history = DeltaTable(settings.table_uri(uc.name, "monitoring")).to_pandas()
-        for _, row in history.sort_values("window_start").iterrows():
-            print(f"  {row['window_start']:%Y-%m-%d}  model v{row['model_version']}  drift share "
-                  f"{row['drift_share']:.2f}  drifted {row['drifted_columns']}  retrain={row['retrain']}")
-    except Exception as exc:  # noqa: BLE001
-        print(f"  (no monitoring table: {exc})")
+    history = read_history(settings, uc)
+    for _, row in history.iterrows():
+        print(f"  {row['window_start']:%Y-%m-%d}  model v{row['model_version']}  drift share "
+              f"{row['drift_share']:.2f}  drifted {row['drifted_columns']}  retrain={row['retrain']}")
+    if history.empty:
+        print("  (none recorded)")
     print("\nWhere to look")
     print(f"  Airflow      {settings.airflow_url}  (DAGs tagged 'esteira'; the Esteira page in the menu)")
     print(f"  MLflow       {settings.mlflow_ui_url}  (experiment '{uc.name}-training', model '{uc.model_name}')")
@@ -211,7 +210,8 @@ def run_demo(short: bool = False, usecase: str = "churn") -> int:
         _sample_request(settings, uc)
     else:
         gate = belt.xcom(retrain, "evaluate_gate") or {}
-        say(f"   the gate rejected the retrained model: {gate.get('reasons')}")
-    _summary(settings, uc, client)
+        said = "found nothing new in" if gate.get("verdict") == "nothing_new" else "rejected"
+        say(f"   the gate {said} the retrained model: {'; '.join(gate.get('reasons') or [])}")
+    _summary(settings, uc)
     say("demo finished")
     return 0

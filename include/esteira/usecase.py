@@ -16,6 +16,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 ProblemType = Literal["binary_classification", "regression"]
 ColumnType = Literal["int", "float", "string", "category", "bool", "timestamp"]
 Backend = Literal["local", "databricks"]
+Grain = Literal["event", "day", "week", "month", "year"]
+SourceKind = Literal["landing_files", "file", "delta", "sql"]
+Closed = Literal["left", "right"]
+# "7d", "12h", "2w" (durations) or "3 periods" (of the grain) or "2 events" (of the entity).
+WINDOW = re.compile(r"^(\d+)\s*(s|m|h|d|w|periods?|events?)$")
 
 
 class _Strict(BaseModel):
@@ -59,11 +64,42 @@ class GeneratorSpec(_Strict):
     drift: DriftSpec | None = None
 
 
+_SOURCE_KEYS = {
+    "landing_files": ({"landing"}, {"landing", "events_pattern", "labels_pattern", "every_day", "generator"}),
+    "file": ({"path"}, {"path", "format"}),
+    "delta": ({"path"}, {"path"}),
+    "sql": ({"conn_id", "query"}, {"conn_id", "query"}),
+}
+
+
 class SourceSpec(_Strict):
-    landing: str = Field(description="folder under ESTEIRA_HOME/landing with the daily files")
+    """Where rows come from; every kind reads the rows of an interval [start, end) by the
+    timestamp column (``esteira.features.sources``)."""
+
+    kind: SourceKind = "landing_files"
+    landing: str | None = Field(None, description="landing_files: folder under ESTEIRA_HOME/landing")
     events_pattern: str = "events_{date}.csv"
     labels_pattern: str = "labels_{date}.csv"
+    every_day: bool = Field(True, description="landing_files: a missing day is an error")
+    path: str | None = Field(None, description="file: a file, folder or glob; delta: a path or URI")
+    format: Literal["csv", "parquet"] | None = Field(None, description="file: else by extension")
+    conn_id: str | None = Field(None, description="sql: an Airflow Connection id")
+    query: str | None = Field(None, description="sql: binds :start and :end")
     generator: GeneratorSpec | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> SourceSpec:
+        required, allowed = _SOURCE_KEYS[self.kind]
+        given = {k for k in self.model_fields_set if k != "kind"}
+        if required - given:
+            key = sorted(required - given)[0]
+            raise ValueError(f"source.{key} is required when source.kind is '{self.kind}'")
+        if given - allowed:
+            key = sorted(given - allowed)[0]
+            raise ValueError(f"source.{key} does not apply to source.kind '{self.kind}'")
+        if self.kind == "sql" and not all(f":{p}" in self.query for p in ("start", "end")):
+            raise ValueError("source.query must bind the interval as :start and :end")
+        return self
 
 
 class FeatureDef(_Strict):
@@ -72,15 +108,20 @@ class FeatureDef(_Strict):
     name: str
     function: str = Field(description="name of a function registered in esteira.features")
     source: str | None = None
-    window: str | None = Field(None, description="event-time window, e.g. '7d'")
+    window: str | None = Field(
+        None, description="'7d' / '12h' / '2w' (duration), '3 periods' (of the grain), '2 events'"
+    )
+    closed: Closed = Field(
+        "right", description="right: (t - w, t], the row itself included; left: (t - w, t), strictly past"
+    )
     type: ColumnType = "float"
     description: str = ""
 
     @field_validator("window")
     @classmethod
     def _window_format(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\d+d", value):
-            raise ValueError("window must look like '7d' (whole days)")
+        if value is not None and not WINDOW.fullmatch(value):
+            raise ValueError("window must look like '7d', '12h', '2w', '3 periods' or '2 events'")
         return value
 
 
@@ -92,8 +133,20 @@ class FeatureTableSpec(_Strict):
 
 
 class LabelSpec(_Strict):
+    """The target: a column of the events (``source: events``, the default when the column
+    is in ``schema.columns``) or of its own source (landing_files' labels files by default)."""
+
     column: str
     delay_days: int = Field(0, ge=0, description="how long after the event the label is known")
+    delay: str | None = Field(None, description="as a window ('14d', '1 period'); overrides delay_days")
+    source: Literal["events"] | SourceSpec | None = None
+
+    @field_validator("delay")
+    @classmethod
+    def _delay_format(cls, value: str | None) -> str | None:
+        if value is not None and (not WINDOW.fullmatch(value) or "event" in value):
+            raise ValueError("label.delay must look like '14d' or '1 period'")
+        return value
 
 
 class CandidateSpec(_Strict):
@@ -134,8 +187,22 @@ class MetricThreshold(_Strict):
 
 
 class GateSpec(_Strict):
+    """The gate's rules, and when a candidate is *nothing new* (no challenger at all).
+
+    A candidate is nothing new when it was trained exactly as the champion was (the same
+    feature and labels Delta versions, window, configuration and candidate), or when no
+    threshold asks for a strict improvement (``min_absolute_change`` / ``min_relative_change``
+    > 0) and each thresholded metric is within ``unchanged_tolerance`` (absolute) of the
+    champion's on the same test set. Such a candidate is not registered, in any mode but
+    ``disabled``: the training run ends skipped with the reason. With a strict improvement
+    declared, an equal candidate is an ordinary rejection.
+    """
+
     mode: Literal["enabled", "dry_run", "disabled"] = "enabled"
     thresholds: list[MetricThreshold] = Field(min_length=1)
+    unchanged_tolerance: float = Field(
+        1e-6, ge=0, description="gate metrics this close to the champion's count as unchanged"
+    )
 
 
 class RegistrySpec(_Strict):
@@ -157,13 +224,20 @@ class MonitoringSpec(_Strict):
     quality_max_drop: float = Field(0.05, ge=0)
 
 
+ESTIMATED_QUALITY_METRICS = ("roc_auc", "accuracy")
+
+
 class RetrainingRule(_Strict):
     """Retrain when at least ``breaches`` of the last ``windows`` windows breach and the
-    latest does, at most once per ``cooldown_days``."""
+    latest does, at most once per ``cooldown_days``. ``quality`` says which quality drop
+    makes a window breach: the ``realized`` metric once labels have arrived, the metric
+    ``estimated`` before they do (binary classifiers; see ``esteira.monitoring.estimation``), or
+    ``both`` (either one)."""
 
     breaches: int = Field(2, gt=0)
     windows: int = Field(3, gt=0)
     cooldown_days: int = Field(7, ge=0)
+    quality: Literal["estimated", "realized", "both"] = "realized"
 
     @model_validator(mode="after")
     def _n_of_m(self) -> RetrainingRule:
@@ -197,8 +271,18 @@ class UseCase(_Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     retraining: RetrainingRule = RetrainingRule()
     compute: ComputeSpec = ComputeSpec()
-    schedule: str = "@daily"
+    grain: Grain = Field("event", description="one row per event, or per entity and period")
+    schedule: str = Field("@daily", description="defaults to the grain's period (@daily for event)")
     start_date: dt.date = dt.date(2026, 1, 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_of_grain(cls, data: Any) -> Any:
+        """Scheduled runs follow the grain unless ``schedule`` says otherwise."""
+        if isinstance(data, dict) and "schedule" not in data:
+            period = {"week": "@weekly", "month": "@monthly", "year": "@yearly"}
+            data = {**data, "schedule": period.get(data.get("grain"), "@daily")}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -219,6 +303,34 @@ class UseCase(_Strict):
                     f"features.definitions '{feature.name}': source '{feature.source}' "
                     "is not a column of schema.columns"
                 )
+        if self.label.source is None and not self.labels_from_events and self.source.kind != "landing_files":
+            raise ValueError(
+                f"label.source: '{self.label.column}' is not a column of schema.columns, so give "
+                "the labels their own source (or add the column to the events)"
+            )
+        return self
+
+    @property
+    def labels_from_events(self) -> bool:
+        """The label is a column of the event rows (known ``label.delay`` after each row)."""
+        if self.label.source is None:
+            return self.label.column in self.schema_.columns
+        return self.label.source == "events"
+
+    @model_validator(mode="after")
+    def _quality_can_be_estimated(self) -> UseCase:
+        if self.retraining.quality == "realized":
+            return self
+        if self.problem_type != "binary_classification":
+            raise ValueError(
+                f"retraining.quality '{self.retraining.quality}': quality is estimated for binary "
+                "classification only; use 'realized'"
+            )
+        if self.training.primary_metric not in ESTIMATED_QUALITY_METRICS:
+            raise ValueError(
+                f"retraining.quality '{self.retraining.quality}': training.primary_metric "
+                f"'{self.training.primary_metric}' is not estimated; one of {list(ESTIMATED_QUALITY_METRICS)}"
+            )
         return self
 
     @property

@@ -27,6 +27,7 @@ EXPECTED_TASKS = {
         "read_challenger",
         "check_approval",
         "approve_promotion",
+        "record_decision",
         "promote_challenger",
         "deploy_champion",
     },
@@ -78,6 +79,30 @@ def test_training_reads_features_or_retraining_requests(dagbag):
     uris = {a.uri for a in dag.timetable.asset_condition.objects}
     assert {"esteira://churn/features", "esteira://churn/retraining_request"} <= uris
     assert dag.task_dict["train_candidate"].upstream_task_ids == {"plan_candidates", "build_training_set"}
+
+
+def test_every_approval_answer_and_its_timeout_reach_record_decision(dagbag):
+    dag = dagbag.dags["churn__model_promotion"]
+    approve, record = dag.task_dict["approve_promotion"], dag.task_dict["record_decision"]
+    # Airflow's ApprovalOperator skips its downstream on Reject: the rejection would be lost.
+    assert type(approve).__name__ == "HITLOperator" and approve.defaults == ["Reject"]
+    assert approve.response_timeout is not None
+    assert approve.downstream_task_ids == {"record_decision"}
+    assert record.trigger_rule == "none_failed_min_one_success"
+    assert dag.task_dict["promote_challenger"].upstream_task_ids == {"read_challenger", "record_decision"}
+
+
+def test_every_param_has_a_schema_the_trigger_form_renders_as_an_editor(dagbag):
+    """Airflow's form shows an array without ``items`` (or with string items) as lines of
+    text, so a list of objects reads "[object Object]": structured values need object items."""
+    for dag in (d for d in dagbag.dags.values() if "esteira" in d.tags):
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            if isinstance(param.value, list) and any(isinstance(v, dict) for v in param.value):
+                assert param.schema.get("items", {}).get("type") == "object", f"{dag.dag_id}.{name}"
+            assert "title" in param.schema, f"{dag.dag_id}.{name} has no title"
+    candidates = dagbag.dags["churn__model_training"].params.get_param("candidates")
+    assert candidates.schema["items"]["required"] == ["family"]
 
 
 _PARSE_PROBE = """

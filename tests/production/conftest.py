@@ -25,7 +25,7 @@ from esteira.stack.airflow_api import AirflowClient, RunOutcome
 REPO = Path(__file__).resolve().parents[2]
 USECASE = "churn"
 _ENTITIES = 400
-# Low, so a task whose worker died is failed (then retried) about 30 s later (DESIGN.md).
+# Low, so a task whose worker died is failed (then retried) about 30 s later (docs/stack-facts.md).
 HEARTBEAT_TIMEOUT = 30
 
 

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from esteira.compute.job import StepJob
 from esteira.config import ConfigError, Settings
+from esteira.stages.results import StageResult
 from esteira.usecase import UseCase
 
 BACKENDS = ("local", "databricks")
@@ -17,7 +18,7 @@ STEP_COMPUTE_KEY = {"feature_refresh": "feature_refresh", "train_candidate": "tr
 class ComputeBackend(Protocol):
     """Runs one step's entry point to completion and returns its result reference."""
 
-    def run(self, job: StepJob) -> dict: ...
+    def run(self, job: StepJob) -> StageResult: ...
 
 
 def resolve_backend(step: str, uc: UseCase, param: str | None, settings: Settings) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from esteira.compute.job import StepJob, parse_result
 from esteira.config import ConfigError
+from esteira.stages.results import StageResult
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState
@@ -173,7 +174,7 @@ class DatabricksBackend:
         info = hook.get_run(run_id)
         return extract_failed_task_errors(hook, info, RunState(**info["state"]))
 
-    def result(self, run_id: int) -> dict:
+    def result(self, run_id: int) -> StageResult:
         """The step's result line, read from its task run's output (stdout)."""
         hook = self.hook
         tasks = hook.get_run(run_id).get("tasks") or []
@@ -184,7 +185,7 @@ class DatabricksBackend:
     def cancel(self, run_id: int) -> None:
         self.hook.cancel_run(run_id)
 
-    def run(self, job: StepJob) -> dict:
+    def run(self, job: StepJob) -> StageResult:
         """Submit and wait (outside Airflow's deferral, e.g. from a script); raises StepFailed."""
         run_id = self.submit(job, uuid.uuid4().hex)
         state = self.state(run_id)

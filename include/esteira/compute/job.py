@@ -18,11 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from esteira.stages.results import StageResult, from_json, to_json
 from esteira.usecase import UseCase
 
 RESULT_MARKER = "ESTEIRA_RESULT "
-# A step that finds nothing to do returns {SKIPPED: reason}; the operator skips the task.
-SKIPPED = "skipped"
 
 
 class JobOutputError(RuntimeError):
@@ -60,19 +59,19 @@ class StepJob:
         return get_usecase(self.usecase)
 
 
-def result_line(result: Mapping[str, Any]) -> str:
-    return RESULT_MARKER + json.dumps(result, sort_keys=True)
+def result_line(result: StageResult) -> str:
+    return RESULT_MARKER + json.dumps(to_json(result), sort_keys=True)
 
 
-def parse_result(logs: str) -> dict:
+def parse_result(logs: str) -> StageResult:
     """The result of the last ``ESTEIRA_RESULT`` line in a job's stdout."""
     for line in reversed(logs.splitlines()):
         if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
+            return from_json(json.loads(line[len(RESULT_MARKER):]))
     raise JobOutputError("the job's output has no ESTEIRA_RESULT line")
 
 
-def run_main(step: str, run: Callable[[StepJob], dict], argv: list[str] | None) -> int:
+def run_main(step: str, run: Callable[[StepJob], StageResult], argv: list[str] | None) -> int:
     """What every ``esteira.jobs.<step>.main`` does; errors propagate so the run fails with them."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     job = StepJob.from_argv(step, sys.argv[1:] if argv is None else argv)

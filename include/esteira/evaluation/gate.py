@@ -1,4 +1,4 @@
-"""The evaluation gate: the best candidate against the current champion, on one test set.
+"""The evaluation gate: the best candidate against the champion it is given, on one test set.
 
 Both models are evaluated with ``mlflow.models.evaluate`` on the same ``PandasDataset``
 (so both evaluation runs record the same dataset digest) and the decision is
@@ -12,6 +12,11 @@ worse than the champion by more than x" (``min_absolute_change`` <= 0 or
 reported in the same way. Without a champion only absolute thresholds apply.
 
 A rejection is a result (``GateResult.passed`` is False in mode ``enabled``), not an error.
+So is *nothing new* (``evaluation.novelty``): a candidate trained exactly as the champion was
+is judged without evaluating either model, one whose metrics equal the champion's after
+the evaluation; neither is registered, whatever the mode (but ``disabled``).
+The caller looks the champion up in the registry and hands it in (``ChampionRef``): the
+gate judges, it never reads or moves aliases.
 """
 
 from __future__ import annotations
@@ -27,14 +32,12 @@ from mlflow import MlflowClient
 from mlflow.models import EvaluationResult, MetricThreshold
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-from esteira.evaluation.metrics import GREATER_IS_BETTER, MLFLOW_NAMES, metric_names
-from esteira.evaluation.result import GateResult, Mode
-from esteira.registry.transitions import get_alias_version
-from esteira.training.tracking import (
-    create_child_run,
-    delta_dataset,
-    lineage_dict,
-)
+from esteira import tracking
+from esteira.evaluation.comparison import compare, mlflow_name
+from esteira.evaluation.metrics import metric_names
+from esteira.evaluation.novelty import same_training, unchanged_metrics
+from esteira.evaluation.result import ChampionRef, GateResult, Mode
+from esteira.tracking import create_child_run, delta_dataset, lineage_dict
 from esteira.usecase import MetricThreshold as Rule
 from esteira.usecase import UseCase
 
@@ -44,10 +47,6 @@ RESULT_ARTIFACT = "gate/result.json"
 
 class GateConfigError(ValueError):
     """A gate rule names a metric the evaluation does not produce."""
-
-
-def _mlflow_name(metric: str) -> str:
-    return MLFLOW_NAMES.get(metric, metric)
 
 
 def _split_rule(rule: Rule, has_champion: bool) -> tuple[MetricThreshold | None, list[tuple]]:
@@ -100,7 +99,7 @@ def decide(
     native: dict[str, MetricThreshold] = {}
     reasons: list[str] = []
     for rule in uc.gate.thresholds:
-        name = _mlflow_name(rule.metric)
+        name = mlflow_name(rule.metric)
         if name not in candidate:
             raise GateConfigError(
                 f"gate.thresholds metric '{rule.metric}' is not computed by the evaluation; "
@@ -141,33 +140,19 @@ def _evaluate(
     return result
 
 
-def _table(uc: UseCase, candidate: Mapping[str, float], champion: Mapping[str, float] | None) -> str:
-    rules = {_mlflow_name(r.metric): r for r in uc.gate.thresholds}
-    names = [_mlflow_name(m) for m in metric_names(uc.problem_type)]
-    names += [n for n in rules if n not in names]
+def _table(
+    uc: UseCase, candidate: Mapping[str, float], champion: Mapping[str, float] | None
+) -> str:
     lines = [
         "| metric | candidate | champion | change | better is | rule |",
         "|---|---|---|---|---|---|",
     ]
-    ours = {v: k for k, v in MLFLOW_NAMES.items()}
-    for name in names:
-        cand = candidate.get(name)
-        champ = champion.get(name) if champion else None
-        change = f"{cand - champ:+.4f}" if cand is not None and champ is not None else "-"
-        rule = rules.get(name)
-        greater = rule.greater_is_better if rule else GREATER_IS_BETTER.get(ours.get(name), True)
-        rule_text = (
-            ", ".join(
-                f"{k}={v}"
-                for k, v in rule.model_dump(exclude={"metric", "greater_is_better"}).items()
-                if v is not None
-            )
-            if rule
-            else ""
-        )
+    thresholds = [rule.model_dump() for rule in uc.gate.thresholds]
+    for row in compare(candidate, champion, thresholds, metric_names(uc.problem_type)):
+        change = "-" if row.change is None else f"{row.change:+.4f}"
         lines.append(
-            f"| {name} | {_fmt(cand)} | {_fmt(champ)} | {change} | "
-            f"{'higher' if greater else 'lower'} | {rule_text} |"
+            f"| {row.metric} | {_fmt(row.candidate)} | {_fmt(row.champion)} | {change} | "
+            f"{'higher' if row.greater_is_better else 'lower'} | {row.rule} |"
         )
     return "\n".join(lines)
 
@@ -188,19 +173,31 @@ def evaluate_gate(
     test: pd.DataFrame,
     lineage: Any,
     parent_run_id: str,
+    *,
+    champion: ChampionRef | None,
     mode: Mode | None = None,
 ) -> GateResult:
-    """Judge the candidate against the current champion on ``test`` (the held-out split).
+    """Judge the candidate against ``champion`` (None: there is none yet) on ``test`` (the
+    held-out split).
 
     ``mode`` overrides ``uc.gate.mode`` (a per-run Param). The comparison table and the
     result are logged on the parent run and returned; ``champion_version`` is the version
     the promotion must still find as champion (compare-and-set).
     """
     mode = mode or uc.gate.mode
-    champion_version = get_alias_version(uc, "champion")
+    champion_version = champion.version if champion is not None else None
     if mode == "disabled":
         return GateResult(True, mode, "skipped", champion_version=champion_version)
-    client = MlflowClient()
+    client = tracking.client()
+    thresholds = [rule.model_dump() for rule in uc.gate.thresholds]
+    same = _same_training(client, candidate_run_id, champion)
+    if same is not None:
+        result = GateResult(
+            False, mode, "nothing_new", [same], champion_version=champion_version,
+            thresholds=thresholds,
+        )
+        _record(client, parent_run_id, candidate_run_id, result)
+        return result
     lineage = lineage_dict(lineage)
     dataset = delta_dataset(
         test, uc.feature_names, uc.label.column, lineage, f"{uc.features.table}_test"
@@ -209,22 +206,26 @@ def evaluate_gate(
     candidate = _evaluate(
         client, parent_run_id, "gate: candidate", candidate_model_uri, dataset, model_type
     )
-    champion = None
-    if champion_version is not None:
-        champion = _evaluate(
+    baseline = None
+    if champion is not None:
+        baseline = _evaluate(
             client,
             parent_run_id,
-            f"gate: champion v{champion_version}",
-            f"models:/{uc.model_name}/{champion_version}",
+            f"gate: champion v{champion.version}",
+            champion.model_uri,
             dataset,
             model_type,
         )
-    reasons = decide(uc, candidate, champion)
+    reasons = decide(uc, candidate, baseline)
     candidate_metrics = _plain(candidate.metrics)
-    champion_metrics = _plain(champion.metrics) if champion is not None else None
+    champion_metrics = _plain(baseline.metrics) if baseline is not None else None
     verdict = "rejected" if reasons else "passed"
+    if not reasons and champion is not None:
+        unchanged = unchanged_metrics(uc, candidate_metrics, champion_metrics, champion.version)
+        if unchanged is not None:
+            verdict, reasons = "nothing_new", [unchanged]
     result = GateResult(
-        passed=verdict == "passed" or mode == "dry_run",
+        passed=verdict == "passed" or (mode == "dry_run" and verdict == "rejected"),
         mode=mode,
         verdict=verdict,
         reasons=reasons,
@@ -233,9 +234,20 @@ def evaluate_gate(
         candidate_metrics=candidate_metrics,
         champion_metrics=champion_metrics or {},
         dataset_digest=dataset.digest,
+        thresholds=thresholds,
     )
     _record(client, parent_run_id, candidate_run_id, result)
     return result
+
+
+def _same_training(client: MlflowClient, candidate_run_id: str, champion: ChampionRef | None) -> str | None:
+    if champion is None or not champion.run_id:
+        return None
+    return same_training(
+        client.get_run(candidate_run_id).data.tags,
+        client.get_run(champion.run_id).data.tags,
+        champion.version,
+    )
 
 
 def _record(client: MlflowClient, parent_run_id: str, candidate_run_id: str, result: GateResult):

@@ -1,4 +1,5 @@
-"""The gate's result: a small JSON-able record handed from the gate to the registry."""
+"""What the gate is given and what it hands on: small JSON-able records, so the gate never
+asks the registry and the registry never runs the gate."""
 
 from __future__ import annotations
 
@@ -10,9 +11,28 @@ Mode = Literal["enabled", "dry_run", "disabled"]
 
 
 @dataclass(frozen=True)
+class ChampionRef:
+    """The champion the candidate is judged against, as the caller found it in the registry.
+
+    ``run_id`` is the training run behind it: with it the gate can tell a retrain that could
+    not differ from the champion (see ``evaluation.novelty``).
+    """
+
+    version: int
+    model_uri: str
+    run_id: str | None = None
+
+    @classmethod
+    def registered(cls, model_name: str, version: int | None) -> ChampionRef | None:
+        """``models:/<model_name>/<version>``, or None when there is no champion yet."""
+        return None if version is None else cls(int(version), f"models:/{model_name}/{version}")
+
+
+@dataclass(frozen=True)
 class GateResult:
-    """``passed``: may the candidate go on (always True in dry_run/disabled);
-    ``verdict``: what the thresholds said (``passed``, ``rejected``, or ``skipped``)."""
+    """``passed``: may the candidate go on (True in dry_run and disabled, except for
+    ``nothing_new``); ``verdict``: what the gate said (``passed``, ``rejected``,
+    ``nothing_new`` or ``skipped``); ``thresholds``: the rules that decided, as declared."""
 
     passed: bool
     mode: str
@@ -23,6 +43,7 @@ class GateResult:
     candidate_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
     dataset_digest: str | None = None
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,12 +1,12 @@
 """The feature catalog: every Delta table under the data folder, described by the
-metadata stored with it (see :mod:`esteira.features.store`)."""
+metadata stored with it (see :mod:`esteira.tables`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from esteira import tables
 from esteira.config import Settings
-from esteira.features import store
 
 _SUMMARY = ("name", "usecase", "kind", "description", "owner", "keys", "version", "rows", "uri")
 
@@ -16,12 +16,12 @@ def _table_uris(settings: Settings) -> list[str]:
     if not settings.data_dir.exists():
         return []
     logs = sorted(settings.data_dir.glob("*/*/_delta_log"))
-    return [str(log.parent) for log in logs if store.exists(str(log.parent))]
+    return [str(log.parent) for log in logs if tables.exists(str(log.parent))]
 
 
 def list_tables(settings: Settings) -> list[dict]:
     """One summary per table: name, use case, kind, description, owner, keys, version, rows, uri."""
-    return [{k: info[k] for k in _SUMMARY} for info in map(store.table_info, _table_uris(settings))]
+    return [{k: info[k] for k in _SUMMARY} for info in map(tables.table_info, _table_uris(settings))]
 
 
 def describe_table(settings: Settings, name: str) -> dict:
@@ -38,4 +38,4 @@ def describe_table(settings: Settings, name: str) -> dict:
         known = ", ".join(f"{Path(u).parent.name}/{Path(u).name}" for u in _table_uris(settings))
         problem = "is ambiguous" if matches else "is not a table"
         raise LookupError(f"'{name}' {problem} (known: {known or 'none'})")
-    return store.table_info(matches[0])
+    return tables.table_info(matches[0])

@@ -1,7 +1,9 @@
-"""The feature refresh: landing files of an interval → validation → features → Delta.
+"""The feature refresh: a source's rows of an interval → validation → features → Delta.
 
-Days are processed one at a time with only the lookback days the windows need kept in
-memory; feature rows are merged in batches of ``batch_rows``. Every write is a merge
+The rows come through the use case's source (``esteira.features.sources``). Landing files
+are processed a day at a time with only the lookback the windows need kept in memory;
+other sources stream their interval's rows, which are sorted by time before the windows.
+Feature rows are merged in batches of ``batch_rows``. Every write is a merge
 keyed by (entity, event time), so rerunning an interval leaves the tables identical.
 Invariant per run: raw event rows = feature rows written + rows quarantined.
 """
@@ -17,26 +19,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from esteira import tables
 from esteira.config import Settings
-from esteira.features import store
+from esteira.features import sources
 from esteira.features.definitions import (
     Batch,
     check_definitions,
     compute_features,
     history_columns,
-    lookback_days,
+    history_start,
+    shift_back,
 )
-from esteira.features.validation import REASON, Validated, read_raw, validate, validate_rows
+from esteira.features.sources import NoLandingData, RawChunk
+from esteira.features.validation import REASON, Validated, validate, validate_rows
 from esteira.usecase import ColumnRule, UseCase
 
 log = logging.getLogger("esteira.features")
 
 _BATCH_ROWS = 100_000
 QUARANTINE_KEY = "row_key"
-
-
-class NoLandingData(FileNotFoundError):
-    """Nothing was delivered for the interval: a scheduled run before the upstream did."""
 
 
 class TooManyBadRows(RuntimeError):
@@ -69,21 +70,13 @@ class RefreshResult:
     quarantine_uri: str
 
 
-def labels_table(uc: UseCase) -> str:
-    return f"{uc.features.table}_labels"
-
-
-def quarantine_table(uc: UseCase) -> str:
-    return f"{uc.features.table}_quarantine"
-
-
 def feature_schema(uc: UseCase) -> pa.Schema:
     rules = uc.schema_.columns
     fields = [
-        (uc.entity, store.arrow_type(rules[uc.entity].type)),
-        (uc.timestamp, store.arrow_type("timestamp")),
+        (uc.entity, tables.arrow_type(rules[uc.entity].type)),
+        (uc.timestamp, tables.arrow_type("timestamp")),
     ]
-    fields += [(f.name, store.arrow_type(f.type)) for f in uc.features.definitions]
+    fields += [(f.name, tables.arrow_type(f.type)) for f in uc.features.definitions]
     return pa.schema(fields)
 
 
@@ -100,7 +93,7 @@ def label_rules(uc: UseCase) -> dict[str, ColumnRule]:
 
 
 def labels_schema(uc: UseCase) -> pa.Schema:
-    return pa.schema([(name, store.arrow_type(rule.type)) for name, rule in label_rules(uc).items()])
+    return pa.schema([(name, tables.arrow_type(rule.type)) for name, rule in label_rules(uc).items()])
 
 
 def _raw_columns(uc: UseCase) -> list[str]:
@@ -119,7 +112,7 @@ def quarantine_schema(uc: UseCase) -> pa.Schema:
     return pa.schema(fields + [(c, pa.string()) for c in _raw_columns(uc)])
 
 
-def _infos(uc: UseCase) -> dict[str, store.TableInfo]:
+def _infos(uc: UseCase) -> dict[str, tables.TableInfo]:
     rules = uc.schema_.columns
     key_columns = [
         {"name": uc.entity, "type": rules[uc.entity].type, "description": "entity key"},
@@ -142,19 +135,20 @@ def _infos(uc: UseCase) -> dict[str, store.TableInfo]:
          "description": f"label, known {uc.label.delay_days} days after the event"}
     ]
     return {
-        "features": store.TableInfo(
-            name=uc.features.table, description=uc.features.description,
-            keys=[uc.entity, uc.timestamp], kind="features", columns=key_columns + features,
+        tables.FEATURES: tables.TableInfo(
+            name=tables.table_name(uc, tables.FEATURES), description=uc.features.description,
+            keys=[uc.entity, uc.timestamp], kind=tables.FEATURES, columns=key_columns + features,
             **common,
         ),
-        "labels": store.TableInfo(
-            name=labels_table(uc), description=f"Labels of {uc.name} ('{uc.label.column}') by event",
-            keys=[uc.entity, uc.timestamp], kind="labels", columns=label_columns, **common,
+        tables.LABELS: tables.TableInfo(
+            name=tables.table_name(uc, tables.LABELS),
+            description=f"Labels of {uc.name} ('{uc.label.column}') by event",
+            keys=[uc.entity, uc.timestamp], kind=tables.LABELS, columns=label_columns, **common,
         ),
-        "quarantine": store.TableInfo(
-            name=quarantine_table(uc),
+        tables.QUARANTINE: tables.TableInfo(
+            name=tables.table_name(uc, tables.QUARANTINE),
             description=f"Raw rows of {uc.name} that broke the schema, with the reasons",
-            keys=[QUARANTINE_KEY], kind="quarantine", **common,
+            keys=[QUARANTINE_KEY], kind=tables.QUARANTINE, **common,
         ),
     }
 
@@ -184,12 +178,12 @@ class _Writer:
         key = [uc.entity, uc.timestamp]
         self.batch_rows = batch_rows
         self.targets = {
-            "features": (settings.table_uri(uc.name, uc.features.table), key, feature_schema(uc),
-                         infos["features"], uc.timestamp),
-            "labels": (settings.table_uri(uc.name, labels_table(uc)), key, labels_schema(uc),
-                       infos["labels"], uc.timestamp),
-            "quarantine": (settings.table_uri(uc.name, quarantine_table(uc)), [QUARANTINE_KEY],
-                           quarantine_schema(uc), infos["quarantine"], None),
+            tables.FEATURES: (tables.table_uri(settings, uc, tables.FEATURES), key,
+                              feature_schema(uc), infos[tables.FEATURES], uc.timestamp),
+            tables.LABELS: (tables.table_uri(settings, uc, tables.LABELS), key, labels_schema(uc),
+                            infos[tables.LABELS], uc.timestamp),
+            tables.QUARANTINE: (tables.table_uri(settings, uc, tables.QUARANTINE), [QUARANTINE_KEY],
+                                quarantine_schema(uc), infos[tables.QUARANTINE], None),
         }
         self.pending: dict[str, list[pd.DataFrame]] = {name: [] for name in self.targets}
 
@@ -206,9 +200,9 @@ class _Writer:
         uri, keys, schema, info, prune_on = self.targets[name]
         frames, self.pending[name] = self.pending[name], []
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=schema.names)
-        store.merge(uri, frame, keys, schema, info, prune_on=prune_on)
+        merged = tables.merge(uri, frame, keys, schema, info, prune_on=prune_on)
         log.info("merged %d rows into %s", len(frame), uri)
-        return store.current_version(uri)
+        return merged["version"]
 
 
 class _Windows:
@@ -294,20 +288,20 @@ def refresh_features(
         bad = len(checked.bad)
         raw_rows, quarantined = raw_rows + len(raw), quarantined + bad
         if bad:
-            writer.add("quarantine", _quarantine_rows(uc, checked, path, run_id))
+            writer.add(tables.QUARANTINE, _quarantine_rows(uc, checked, path, run_id))
         if raw.shape[0] and bad / len(raw) > uc.schema_.max_bad_share:
-            writer.flush("quarantine")
+            writer.flush(tables.QUARANTINE)
             raise TooManyBadRows(path.name, bad, len(raw), uc.schema_.max_bad_share,
-                                 writer.uri("quarantine"))
+                                 writer.uri(tables.QUARANTINE))
         log.info("%s: %d raw rows, %d good, %d quarantined", day, len(raw), len(checked.good), bad)
         for features in windows.add(checked.good, day, last=day == days[-1]):
-            writer.add("features", features)
+            writer.add(tables.FEATURES, features)
             written += len(features)
 
     labels_written, labels_quarantined = _ingest_labels(uc, writer, folder, days, run_id)
-    version = writer.flush("features")
-    labels_version = writer.flush("labels")
-    writer.flush("quarantine")
+    version = writer.flush(tables.FEATURES)
+    labels_version = writer.flush(tables.LABELS)
+    writer.flush(tables.QUARANTINE)
     log.info(
         "refreshed %s [%s, %s): %d raw rows = %d feature rows + %d quarantined; "
         "%d labels (%d quarantined); feature table version %d",
@@ -315,11 +309,11 @@ def refresh_features(
         labels_quarantined, version,
     )
     return RefreshResult(
-        table_uri=writer.uri("features"), version=version, rows_written=written,
+        table_uri=writer.uri(tables.FEATURES), version=version, rows_written=written,
         rows_quarantined=quarantined, raw_rows=raw_rows, start=start, end=end,
-        labels_uri=writer.uri("labels"), labels_version=labels_version,
+        labels_uri=writer.uri(tables.LABELS), labels_version=labels_version,
         labels_written=labels_written, labels_quarantined=labels_quarantined,
-        quarantine_uri=writer.uri("quarantine"),
+        quarantine_uri=writer.uri(tables.QUARANTINE),
     )
 
 
@@ -337,8 +331,8 @@ def _ingest_labels(
         event_day = day - timedelta(days=uc.label.delay_days)
         checked = validate_rows(read_raw(path, list(rules)), rules, [uc.entity, uc.timestamp], event_day)
         if len(checked.bad):
-            writer.add("quarantine", _quarantine_rows(uc, checked, path, run_id))
+            writer.add(tables.QUARANTINE, _quarantine_rows(uc, checked, path, run_id))
             log.warning("%s: %d bad label rows quarantined", path.name, len(checked.bad))
-        writer.add("labels", checked.good)
+        writer.add(tables.LABELS, checked.good)
         written, quarantined = written + len(checked.good), quarantined + len(checked.bad)
     return written, quarantined

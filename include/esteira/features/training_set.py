@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as ds
-from deltalake import DeltaTable
 
+from esteira import tables
 from esteira.config import Settings
-from esteira.features.refresh import labels_table
 from esteira.usecase import UseCase
 
 log = logging.getLogger("esteira.features")
@@ -61,12 +58,12 @@ def point_in_time_join(
     return joined.sort_values([timestamp, entity], kind="stable").reset_index(drop=True)
 
 
-def _read(table: DeltaTable, columns: list[str], timestamp: str, start: datetime | None, end: datetime) -> pd.DataFrame:
-    stamp = ds.field(timestamp)
-    condition = stamp < pa.scalar(end, pa.timestamp("us"))
-    if start is not None:
-        condition &= stamp >= pa.scalar(start, pa.timestamp("us"))
-    return table.to_pyarrow_dataset().to_table(columns=columns, filter=condition).to_pandas()
+def _pinned(uri: str, version: int | None) -> int:
+    """``version``, or the latest one: read and recorded alike, so the reference is exact."""
+    latest = tables.current_version(uri) if version is None else version
+    if latest is None:
+        raise tables.TableNotFound(f"no Delta table at {uri}: run a feature refresh first")
+    return latest
 
 
 def build_training_set(
@@ -84,26 +81,29 @@ def build_training_set(
     back rebuilds the same set. Columns: entity, timestamp, ``feature_timestamp``, the
     feature names, the label column.
     """
-    table_uri = settings.table_uri(uc.name, uc.features.table)
-    labels_uri = settings.table_uri(uc.name, labels_table(uc))
-    features_table = DeltaTable(table_uri, version=version)
-    labels_dt = DeltaTable(labels_uri, version=labels_version)
+    table_uri = tables.table_uri(settings, uc, tables.FEATURES)
+    labels_uri = tables.table_uri(settings, uc, tables.LABELS)
+    version, labels_version = _pinned(table_uri, version), _pinned(labels_uri, labels_version)
     key = [uc.entity, uc.timestamp]
-    labels = _read(labels_dt, [*key, uc.label.column], uc.timestamp, start, end)
-    features = _read(features_table, [*key, *uc.feature_names], uc.timestamp, None, end)
+    labels = tables.read_interval(
+        labels_uri, uc.timestamp, start, end, [*key, uc.label.column], version=labels_version
+    )
+    features = tables.read_table(
+        table_uri, version, [*key, *uc.feature_names], filters=[(uc.timestamp, "<", end)]
+    )
     joined = point_in_time_join(labels, features, uc.entity, uc.timestamp)
     dropped = len(labels) - len(joined)
     log.info(
         "training set [%s, %s): %d labels, %d joined, %d dropped (no feature row at or "
         "before the label); features v%d, labels v%d",
-        start, end, len(labels), len(joined), dropped, features_table.version(), labels_dt.version(),
+        start, end, len(labels), len(joined), dropped, version, labels_version,
     )
     columns = [*key, FEATURE_TIMESTAMP, *uc.feature_names, uc.label.column]
     ref = TrainingSetRef(
         table_uri=table_uri,
-        version=features_table.version(),
+        version=version,
         labels_uri=labels_uri,
-        labels_version=labels_dt.version(),
+        labels_version=labels_version,
         start=start,
         end=end,
         rows=len(joined),

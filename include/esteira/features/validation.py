@@ -1,21 +1,26 @@
 """Validate raw rows against the schema declared in the use case.
 
-Rows arrive as strings (read from CSV); each column is parsed by its declared type and
-checked for nullability, range and allowed categories, all vectorized. A row breaking
-any rule goes to quarantine with every reason, e.g.
+Rows arrive as strings (read from CSV) or typed (Parquet, Delta, SQL); each column is
+parsed by its declared type and checked for nullability, range and allowed categories,
+all vectorized. A row breaking any rule goes to quarantine with every reason, e.g.
 ``monthly_charges: not a number ('n/a'); plan: unknown category 'gold'``.
+
+A timestamp may be a datetime, a date, an integer year or a ``YYYY-MM`` period; at a
+period grain it is floored to its period's start, and a value coarser than the grain
+(a year at ``grain: month``) is a bad row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from esteira.usecase import ColumnRule, UseCase
+from esteira.features.definitions import period_start
+from esteira.usecase import ColumnRule, Grain, UseCase
 
 REASON = "reason"
 _TRUE = ("true", "1", "yes", "t", "y")
@@ -48,7 +53,32 @@ def read_raw(path: Path, columns: list[str]) -> pd.DataFrame:
     return raw[columns]
 
 
-def _parse(raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, pd.Series, str]:
+# The longest text that is coarser than the grain: "2026-03" (7) is a month, "2026" (4)
+# a year; a date is as fine as grain event needs.
+_COARSER_UP_TO = {"event": 7, "day": 7, "week": 7, "month": 4}
+
+
+def parse_timestamps(raw: pd.Series, grain: Grain = "event") -> tuple[pd.Series, pd.Series]:
+    """Naive-UTC ``datetime64[us]`` stamps floored to the grain's period, and the mask of
+    present values that do not parse at ``grain``."""
+    present = raw.notna()
+    coarser = pd.Series(False, index=raw.index)
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        whole = raw.where(np.isfinite(raw.astype("float64")) & (raw.astype("float64") % 1 == 0))
+        raw = whole.astype("Int64").astype("string")
+        coarser = present & (grain != "year")
+    elif raw.dtype in (object, "string") and grain in _COARSER_UP_TO:
+        try:
+            coarser = (raw.str.len() <= _COARSER_UP_TO[grain]).fillna(False).astype(bool)
+        except AttributeError:  # dates, not text
+            pass
+    stamp = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
+    typed = period_start(stamp.dt.tz_localize(None).astype("datetime64[us]"), grain)
+    typed = typed.mask(coarser)
+    return typed, present & typed.isna()
+
+
+def _parse(raw: pd.Series, rule: ColumnRule, grain: Grain = "event") -> tuple[pd.Series, pd.Series, str]:
     """The typed column, the mask of present values that failed to parse, and why."""
     present = raw.notna()
     if rule.type in ("int", "float"):
@@ -60,22 +90,26 @@ def _parse(raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, pd.Series, str]
         typed = number.where(whole).astype("Int64")
         return typed, present & ~whole, "not an integer"
     if rule.type == "timestamp":
-        stamp = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
-        typed = stamp.dt.tz_localize(None).astype("datetime64[us]")
-        return typed, present & typed.isna(), "not a timestamp"
+        typed, unparsable = parse_timestamps(raw, grain)
+        return typed, unparsable, "not a timestamp" + ("" if grain == "event" else f" at grain {grain}")
     if rule.type == "bool":
-        lowered = raw.str.strip().str.lower()
+        if pd.api.types.is_bool_dtype(raw):
+            typed = raw.astype("boolean")
+            return typed, pd.Series(False, index=raw.index), ""
+        lowered = raw.astype("string").str.strip().str.lower()
         typed = pd.Series(pd.NA, index=raw.index, dtype="boolean")
-        typed[lowered.isin(_TRUE)] = True
-        typed[lowered.isin(_FALSE)] = False
+        typed[lowered.isin(_TRUE).fillna(False).astype(bool)] = True
+        typed[lowered.isin(_FALSE).fillna(False).astype(bool)] = False
         return typed, present & typed.isna(), "not a boolean"
     return raw.astype("string"), pd.Series(False, index=raw.index), ""
 
 
-def _checks(name: str, raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, list[tuple]]:
+def _checks(
+    name: str, raw: pd.Series, rule: ColumnRule, grain: Grain = "event"
+) -> tuple[pd.Series, list[tuple]]:
     """The typed column and (mask, message) pairs for broken rules; ``{}`` in a message
     stands for the raw value, filled in only for the rows that broke the rule."""
-    typed, unparsable, why = _parse(raw, rule)
+    typed, unparsable, why = _parse(raw, rule, grain)
     problems: list[tuple] = [(unparsable, f"{name}: {why} ('{{}}')")]
     if not rule.nullable:
         problems.append((raw.isna(), f"{name}: missing value (not nullable)"))
@@ -84,7 +118,7 @@ def _checks(name: str, raw: pd.Series, rule: ColumnRule) -> tuple[pd.Series, lis
     if rule.max is not None and rule.type in ("int", "float"):
         problems.append(((typed > rule.max).fillna(False), f"{name}: {{}} above max {rule.max:g}"))
     if rule.allowed is not None:
-        unknown = raw.notna() & ~raw.isin(rule.allowed)
+        unknown = raw.notna() & ~raw.astype("string").isin(rule.allowed).fillna(False).astype(bool)
         allowed = ", ".join(rule.allowed)
         problems.append((unknown, f"{name}: unknown category '{{}}' (allowed: {allowed})"))
     return typed, problems
@@ -97,7 +131,7 @@ def validate(raw: pd.DataFrame, uc: UseCase, day: date | None = None) -> Validat
     occurrence, and with ``day`` an event stamped outside that day is bad (so daily
     intervals never overlap and reruns stay exact).
     """
-    return validate_rows(raw, uc.schema_.columns, [uc.entity, uc.timestamp], day)
+    return validate_rows(raw, uc.schema_.columns, [uc.entity, uc.timestamp], day, uc.grain)
 
 
 def validate_rows(
@@ -105,8 +139,11 @@ def validate_rows(
     rules: dict[str, ColumnRule],
     key: list[str],
     day: date | None = None,
+    grain: Grain = "event",
+    within: tuple[datetime, datetime] | None = None,
 ) -> Validated:
-    """:func:`validate` for any set of column rules; ``key[1]`` is the event time."""
+    """:func:`validate` for any set of column rules; ``key[1]`` is the event time, and an
+    event stamped outside ``within`` (``[start, end)``) is bad too."""
     raw = raw.reset_index(drop=True)
     reasons = pd.Series("", index=raw.index, dtype=object)
 
@@ -123,7 +160,7 @@ def validate_rows(
 
     typed: dict[str, pd.Series] = {}
     for name, rule in rules.items():
-        typed[name], problems = _checks(name, raw[name], rule)
+        typed[name], problems = _checks(name, raw[name], rule, grain)
         for mask, message in problems:
             note(mask, message, raw[name])
     keys = pd.DataFrame({k: typed[k] for k in key})
@@ -133,6 +170,10 @@ def validate_rows(
         start = pd.Timestamp(day)
         outside = stamp.notna() & ((stamp < start) | (stamp >= start + timedelta(days=1)))
         note(outside, f"{key[1]}: outside the file's day {day.isoformat()}")
+    if within is not None:
+        stamp = typed[key[1]]
+        outside = stamp.notna() & ((stamp < pd.Timestamp(within[0])) | (stamp >= pd.Timestamp(within[1])))
+        note(outside, f"{key[1]}: outside [{within[0]}, {within[1]})")
 
     bad_mask = (reasons != "").to_numpy()
     good = pd.DataFrame(typed)[~bad_mask].reset_index(drop=True)

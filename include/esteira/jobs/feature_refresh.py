@@ -2,8 +2,8 @@
 
 Arguments: ``params`` (the run's Params; ``interval_start``/``interval_end`` win),
 ``data_interval`` (``start``/``end`` ISO timestamps of the Airflow run, may be null) and
-``airflow`` (``run_id`` recorded with quarantined rows). Prints the RefreshResult reference,
-or ``{"skipped": reason}`` when nothing was delivered for the interval yet.
+``airflow`` (``run_id`` recorded with quarantined rows). Prints the RefreshResult
+reference, or NothingToDo when nothing was delivered for the interval yet.
 """
 
 from __future__ import annotations
@@ -11,31 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
-from esteira.compute.job import SKIPPED, StepJob, run_main
+from esteira.compute.job import StepJob, run_main
+from esteira.stages.results import StageResult
 
 STEP = "feature_refresh"
 
 
-def run(job: StepJob) -> dict:
-    from esteira.config import get_settings
-    from esteira.features.refresh import NoLandingData, refresh_features
-    from esteira.orchestration.interval import resolve_interval
-    from esteira.orchestration.references import to_reference
+def run(job: StepJob) -> StageResult:
+    from esteira.stages import feature_refresh
+    from esteira.stages.window import requested_window, require_window
 
     arguments = job.arguments
+    params = arguments.get("params") or {}
     interval = arguments.get("data_interval") or {}
-    context = {
-        f"data_interval_{key}": dt.datetime.fromisoformat(interval[key]) if interval.get(key) else None
-        for key in ("start", "end")
-    }
-    start, end = resolve_interval(dict(arguments.get("params") or {}), context)
-    try:
-        result = refresh_features(
-            job.load_usecase(), get_settings(), start, end, run_id=arguments["airflow"]["run_id"]
-        )
-    except NoLandingData as nothing:
-        return {SKIPPED: str(nothing)}
-    return to_reference(result)
+    start, end = (dt.datetime.fromisoformat(interval[k]) if interval.get(k) else None for k in ("start", "end"))
+    window = require_window(requested_window(params.get("interval_start"), params.get("interval_end"), start, end))
+    return feature_refresh.refresh(job.load_usecase(), window, arguments["airflow"]["run_id"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,12 +15,12 @@ STEP = "train_candidate"
 
 
 def run(job: StepJob) -> dict:
-    from esteira.training.steps import run_candidate
+    from esteira.stages.model_training import TrainingOptions, run_candidate
 
     arguments = job.arguments
     return run_candidate(
-        job.load_usecase(), arguments.get("params") or {}, arguments["candidate"], arguments["training"],
-        arguments.get("airflow") or {},
+        job.load_usecase(), TrainingOptions.from_params(arguments.get("params") or {}),
+        arguments["candidate"], arguments["training"], arguments.get("airflow") or {},
     )
 
 

@@ -1,10 +1,11 @@
-"""One monitoring window end to end: sampled drift, quality once labels exist, the report on
-MLflow, the retraining decision, and the row in the ``monitoring`` table.
+"""One monitoring window end to end: sampled drift, quality once labels exist (and as
+estimated before), the report on MLflow, the retraining decision, and the row in the
+``monitoring`` table.
 
-The caller reads the data (the champion's training data at the Delta version in its lineage
-tags, the window's inference log and batch-scored rows), preferably already sampled in
-bounded memory with ``sampling.sample_dataset``. The results row is written last, so a
-failure leaves no half-recorded window, and a rerun of the window replaces its row.
+The caller reads the data (the champion's stored reference sample, the window's feature
+rows and inference log), already sampled in bounded memory (``monitoring.inputs``). The
+results row is written last, so a failure leaves no half-recorded window, and a rerun of
+the window replaces its row.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from esteira.config import Settings
 from esteira.monitoring.drift import DriftResult, compute_drift
+from esteira.monitoring.estimation import EstimatedQuality
 from esteira.monitoring.quality import QualityResult, compute_quality
 from esteira.monitoring.report import ReportRef, log_report
 from esteira.monitoring.results import read_history, write_result
@@ -31,6 +33,7 @@ from esteira.usecase import UseCase
 class MonitoringOutcome:
     drift: DriftResult
     quality: QualityResult | None
+    estimated: EstimatedQuality | None
     decision: RetrainingDecision
     report: ReportRef
     row: Mapping[str, Any]
@@ -46,24 +49,23 @@ def run_monitoring(
     window_end: dt.datetime,
     model_version: str,
     test_metrics: Mapping[str, float],
-    labels: pd.DataFrame | None,
+    labels: pd.DataFrame | Sample | None,
     run_label: str,
+    estimated: EstimatedQuality | None = None,
 ) -> MonitoringOutcome:
     """Monitor one window for one model version and record the result.
 
     ``labels``: the window's labeled predictions (``uc.label.column`` and ``prediction``),
     None while the labels have not arrived. ``test_metrics``: the model's ``test_<metric>``
-    values. Window bounds may be timezone-aware; they are stored as naive UTC.
+    values. ``estimated``: the quality estimated without labels (None: not estimated).
+    Which quality drop makes the window breach is ``retraining.quality``. Window bounds may
+    be timezone-aware; they are stored as naive UTC.
     """
     start, end = _naive_utc(window_start), _naive_utc(window_end)
     version = str(model_version)
     drift = compute_drift(reference, current, uc)
-    quality = (
-        compute_quality(labels, uc, test_metrics)
-        if labels is not None and not labels.empty
-        else None
-    )
-    row = _row(uc, start, end, version, run_label, drift, quality)
+    quality = compute_quality(labels, uc, test_metrics) if _has_rows(labels) else None
+    row = _row(uc, start, end, version, run_label, drift, quality, estimated)
     history = read_history(settings, uc)
     others = history[~((history["window_start"] == start) & (history["model_version"] == version))]
     candidate = pd.DataFrame([row])
@@ -81,7 +83,7 @@ def run_monitoring(
         window_start=start,
         window_end=end,
         run_label=run_label,
-        metrics=_run_metrics(drift, quality, decision),
+        metrics=_run_metrics(drift, quality, estimated, decision),
     )
     row |= {
         "retrain": decision.retrain,
@@ -90,7 +92,20 @@ def run_monitoring(
         "report_uri": report.artifact_uri,
     }
     table_version = write_result(settings, uc, row)
-    return MonitoringOutcome(drift, quality, decision, report, row, table_version)
+    return MonitoringOutcome(drift, quality, estimated, decision, report, row, table_version)
+
+
+def _has_rows(labels: pd.DataFrame | Sample | None) -> bool:
+    if labels is None:
+        return False
+    return labels.sampled_rows > 0 if isinstance(labels, Sample) else not labels.empty
+
+
+def quality_breach(uc: UseCase, realized: bool, estimated: bool) -> bool:
+    """Whether the window breaches on quality under ``retraining.quality``."""
+    return {"realized": realized, "estimated": estimated, "both": realized or estimated}[
+        uc.retraining.quality
+    ]
 
 
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
@@ -108,9 +123,11 @@ def _row(
     run_label: str,
     drift: DriftResult,
     quality: QualityResult | None,
+    estimated: EstimatedQuality | None,
 ) -> dict[str, Any]:
     drift_breach = drift.dataset_drift
-    quality_breach = quality is not None and quality.breach
+    realized_breach = quality is not None and quality.breach
+    estimated_breach = estimated is not None and estimated.breach
     return {
         "window_start": start,
         "window_end": end,
@@ -129,7 +146,9 @@ def _row(
         "column_scores": drift.scores_json(),
         "quality_metric": quality.primary_metric if quality else None,
         "quality_value": quality.metrics[quality.primary_metric] if quality else None,
-        "quality_test_value": quality.test_metrics[quality.primary_metric] if quality else None,
+        "quality_test_value": (
+            quality.test_metrics[quality.primary_metric] if quality else estimated.test_value if estimated else None
+        ),
         "quality_drop": quality.drop if quality else None,
         "quality_metrics": json.dumps(
             {
@@ -143,9 +162,14 @@ def _row(
             else {},
             sort_keys=True,
         ),
+        "estimated_quality_metric": estimated.primary_metric if estimated else None,
+        "estimated_quality_value": estimated.value if estimated else None,
+        "estimated_quality_drop": estimated.drop if estimated else None,
+        "estimated_quality_metrics": estimated.metrics_json() if estimated else None,
         "drift_breach": drift_breach,
-        "quality_breach": quality_breach,
-        "breach": drift_breach or quality_breach,
+        "quality_breach": realized_breach,
+        "estimated_quality_breach": estimated_breach,
+        "breach": drift_breach or quality_breach(uc, realized_breach, estimated_breach),
         "retrain": None,
         "retrain_reason": None,
         "report_run_id": None,
@@ -154,7 +178,10 @@ def _row(
 
 
 def _run_metrics(
-    drift: DriftResult, quality: QualityResult | None, decision: RetrainingDecision
+    drift: DriftResult,
+    quality: QualityResult | None,
+    estimated: EstimatedQuality | None,
+    decision: RetrainingDecision,
 ) -> dict[str, float]:
     metrics = {
         "drift_share": drift.drift_share,
@@ -167,4 +194,8 @@ def _run_metrics(
     if quality:
         metrics |= {f"quality.{name}": value for name, value in quality.metrics.items()}
         metrics["quality_drop"] = quality.drop
+    if estimated:
+        metrics |= {f"estimated.{name}": value for name, value in estimated.metrics.items()}
+        if estimated.drop is not None:
+            metrics["estimated_quality_drop"] = estimated.drop
     return metrics

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from esteira.monitoring.sampling import sample_frame
+from esteira.monitoring.sampling import Sample, sample_frame
 from esteira.usecase import UseCase
 
 if TYPE_CHECKING:
@@ -58,10 +58,11 @@ def metric_catalog(uc: UseCase) -> dict[str, tuple[str, bool]]:
 
 
 def compute_quality(
-    labeled: pd.DataFrame, uc: UseCase, test_metrics: Mapping[str, float]
+    labeled: pd.DataFrame | Sample, uc: UseCase, test_metrics: Mapping[str, float]
 ) -> QualityResult | None:
     """Quality of the window's predictions; None when there is nothing to judge (no labeled
-    rows, or a single class for a classifier).
+    rows, or a single class for a classifier). A Sample's ``source_rows`` is reported as
+    the window's labeled rows.
 
     Raises ValueError when the primary metric is unsupported or missing from ``test_metrics``,
     or a column is missing.
@@ -78,10 +79,11 @@ def compute_quality(
     if f"test_{primary}" not in test_metrics:
         raise ValueError(f"the model's test metrics have no 'test_{primary}'")
     label = uc.label.column
-    missing = [c for c in (label, PREDICTION_COLUMN) if c not in labeled.columns]
+    given = labeled.frame if isinstance(labeled, Sample) else labeled
+    missing = [c for c in (label, PREDICTION_COLUMN) if c not in given.columns]
     if missing:
         raise ValueError(f"labeled predictions lack the columns {missing}")
-    rows = labeled[[label, PREDICTION_COLUMN]].dropna()
+    rows = given[[label, PREDICTION_COLUMN]].dropna()
     classifier = uc.problem_type == "binary_classification"
     if rows.empty or (classifier and rows[label].nunique() < 2):
         return None
@@ -122,7 +124,7 @@ def compute_quality(
         drop=drops[primary],
         max_drop=max_drop,
         breach=drops[primary] > max_drop,
-        rows=sample.source_rows,
+        rows=labeled.source_rows if isinstance(labeled, Sample) else sample.source_rows,
         sampled_rows=sample.sampled_rows,
         snapshot=snapshot,
     )

@@ -54,14 +54,13 @@ def log_report(
 
     ``metrics`` are logged on the run at the window's end time, for MLflow's charts.
     """
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
+
+    from esteira import tracking
 
     if not reports:
         raise ValueError("no report to log")
-    from esteira.training.tracking import ensure_experiment
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    client = tracking.client(settings)
     tags = {
         f"{_TAG}model_name": uc.model_name,
         f"{_TAG}model_version": str(model_version),
@@ -69,7 +68,7 @@ def log_report(
         f"{_TAG}window_end": window_end.isoformat(),
         f"{_TAG}run_label": run_label,
     }
-    experiment_id = ensure_experiment(client, experiment_name(uc))
+    experiment_id = tracking.ensure_experiment(client, experiment_name(uc))
     run_id = _find_or_create_run(client, experiment_id, tags, window_start)
     with tempfile.TemporaryDirectory() as folder:
         for name, snapshot in reports.items():

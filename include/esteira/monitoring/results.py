@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from esteira import tables
 from esteira.config import Settings
 from esteira.usecase import UseCase
 
-TABLE = "monitoring"
+_KEYS = ("window_start", "model_version")
 
 SCHEMA = pa.schema(
     [
@@ -41,8 +42,13 @@ SCHEMA = pa.schema(
         ("quality_test_value", pa.float64()),
         ("quality_drop", pa.float64()),
         ("quality_metrics", pa.string()),
+        ("estimated_quality_metric", pa.string()),
+        ("estimated_quality_value", pa.float64()),
+        ("estimated_quality_drop", pa.float64()),
+        ("estimated_quality_metrics", pa.string()),
         ("drift_breach", pa.bool_()),
         ("quality_breach", pa.bool_()),
+        ("estimated_quality_breach", pa.bool_()),
         ("breach", pa.bool_()),
         ("retrain", pa.bool_()),
         ("retrain_reason", pa.string()),
@@ -52,48 +58,31 @@ SCHEMA = pa.schema(
 )
 
 
-def table_uri(settings: Settings, uc: UseCase) -> str:
-    return settings.table_uri(uc.name, TABLE)
-
-
 def write_result(settings: Settings, uc: UseCase, row: Mapping[str, Any]) -> int:
     """Insert or replace the row of its (window_start, model_version); returns the Delta version.
 
     Raises ValueError when the row's keys differ from the table's columns.
     """
-    from deltalake import DeltaTable, write_deltalake
-
     if set(row) != set(SCHEMA.names):
         missing = sorted(set(SCHEMA.names) - set(row))
         extra = sorted(set(row) - set(SCHEMA.names))
         raise ValueError(f"monitoring row: missing columns {missing}, unknown columns {extra}")
     data = pa.Table.from_pylist([{name: row[name] for name in SCHEMA.names}], schema=SCHEMA)
-    uri = table_uri(settings, uc)
-    if not DeltaTable.is_deltatable(uri):
-        write_deltalake(uri, data, mode="append", name=TABLE, description=f"{uc.name} monitoring")
-    else:
-        (
-            DeltaTable(uri)
-            .merge(
-                data,
-                predicate="t.window_start = s.window_start AND t.model_version = s.model_version",
-                source_alias="s",
-                target_alias="t",
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+    uri = tables.table_uri(settings, uc, tables.MONITORING)
+    if not tables.exists(uri):
+        info = tables.TableInfo(
+            name=tables.table_name(uc, tables.MONITORING), description=f"{uc.name} monitoring",
+            keys=list(_KEYS),
         )
-    return DeltaTable(uri).version()
+        return tables.append(uri, data, info)
+    return tables.merge(uri, data, _KEYS, SCHEMA, None)["version"]
 
 
 def read_history(settings: Settings, uc: UseCase) -> pd.DataFrame:
     """All rows ordered by window and model version; an empty frame with the table's
     columns when nothing was recorded yet."""
-    from deltalake import DeltaTable
-
-    uri = table_uri(settings, uc)
-    if not DeltaTable.is_deltatable(uri):
+    uri = tables.table_uri(settings, uc, tables.MONITORING)
+    if not tables.exists(uri):
         return SCHEMA.empty_table().to_pandas()
-    frame = DeltaTable(uri).to_pyarrow_table().to_pandas()
+    frame = tables.read_table(uri)
     return frame.sort_values(["window_end", "model_version"], ignore_index=True)

@@ -70,7 +70,7 @@ def decide_retraining(
         )
     return RetrainingDecision(
         True,
-        f"{_causes(rows, end)} breach: {n_of_m}, the latest ending {end}",
+        f"{_causes(rows, end, rule)} breach: {n_of_m}, the latest ending {end}",
         end.to_pydatetime(),
         breaches,
         len(recent),
@@ -82,11 +82,19 @@ def _no(reason: str, end: pd.Timestamp, breaches: int, recent: pd.Series) -> Ret
     return RetrainingDecision(False, reason, end.to_pydatetime(), breaches, len(recent))
 
 
-def _causes(rows: pd.DataFrame, end: pd.Timestamp) -> str:
+_QUALITY_CAUSES = {
+    "realized": (("quality_breach", "quality"),),
+    "estimated": (("estimated_quality_breach", "estimated quality"),),
+    "both": (("quality_breach", "quality"), ("estimated_quality_breach", "estimated quality")),
+}
+
+
+def _causes(rows: pd.DataFrame, end: pd.Timestamp, rule: RetrainingRule) -> str:
+    """The breaches of the latest window that the rule counts (``rule.quality``)."""
     latest = rows[rows["window_end"] == end]
     causes = [
         name
-        for column, name in (("drift_breach", "drift"), ("quality_breach", "quality"))
+        for column, name in (("drift_breach", "drift"), *_QUALITY_CAUSES[rule.quality])
         if column in latest.columns and bool(latest[column].eq(True).any())
     ]
     return " and ".join(causes) or "monitoring"

@@ -15,17 +15,20 @@ same sample.
 
 Files are read with ``ParquetFile.iter_batches``, which decodes a row group a batch at a
 time; the dataset scanner decodes whole row groups (a million rows in a Delta file written
-with the defaults) and peaked at about twice the memory.
+with the defaults) and peaked at about twice the memory. Delta tables are streamed by
+`esteira.tables.iter_batches`, which reads them the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from esteira import tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -79,32 +82,69 @@ def sample_dataset(
     filter: ds.Expression | None = None,
     batch_rows: int = _BATCH_ROWS,
 ) -> Sample:
-    """At most ``size`` rows of a pyarrow dataset, reading one record batch at a time.
+    """At most ``size`` rows of a pyarrow dataset (Parquet files), one record batch at a time.
 
     ``columns`` limits what is read (the stratum column is read as well); ``filter`` selects
     rows first (e.g. a time window). Peak memory is about the sample plus one batch.
     """
+    return sample_batches(
+        lambda names: _tables(dataset, names, filter, batch_rows),
+        dataset.schema, size, seed, columns, stratify_by,
+    )
+
+
+def sample_table(
+    table_uri: str,
+    size: int,
+    seed: int,
+    columns: list[str] | None = None,
+    stratify_by: str | None = None,
+    version: int | None = None,
+    filters: tables.Filters | None = None,
+    batch_rows: int = _BATCH_ROWS,
+) -> Sample:
+    """At most ``size`` rows of a Delta table at ``version`` (latest when None), read one
+    record batch at a time; ``filters`` are tuple filters (see `esteira.tables`)."""
+    import pyarrow as pa
+
+    def read(names: list[str] | None) -> Iterator[pa.Table]:
+        for batch in tables.iter_batches(table_uri, names, version, filters, batch_rows):
+            yield pa.Table.from_batches([batch])
+
+    return sample_batches(read, tables.arrow_schema(table_uri, version), size, seed, columns, stratify_by)
+
+
+def sample_batches(
+    read: Callable[[list[str] | None], Iterator[pa.Table]],
+    schema: pa.Schema,
+    size: int,
+    seed: int,
+    columns: list[str] | None = None,
+    stratify_by: str | None = None,
+) -> Sample:
+    """At most ``size`` rows of the tables ``read(names)`` yields (several sources chained
+    are one stream); ``schema`` types an empty sample. Bottom-k over the stream, after a
+    first pass over the stratum column when stratifying."""
     import pyarrow as pa
 
     _check_size(size)
-    read = columns
+    names = columns
     if columns is not None and stratify_by is not None and stratify_by not in columns:
-        read = [*columns, stratify_by]
+        names = [*columns, stratify_by]
     counts = None
     if stratify_by is not None:
         counts = _Counter()
-        for table in _tables(dataset, [stratify_by], filter, batch_rows):
+        for table in read([stratify_by]):
             counts.add(_labels(table.column(0)))
     strata = _Strata.of(size, counts)
     rng = np.random.default_rng(seed)
     reservoir = _Reservoir(strata.quotas)
-    for table in _tables(dataset, read, filter, batch_rows):
+    for table in read(names):
         values = None if stratify_by is None else table.column(stratify_by)
         reservoir.offer(table, rng.random(table.num_rows), strata.codes(values, table.num_rows))
     if reservoir.kept is None:
-        names = dataset.schema.names if read is None else read
-        empty = pa.schema([dataset.schema.field(name) for name in names]).empty_table()
-        return Sample(empty.to_pandas(), 0, seed, stratify_by)
+        fields = [schema.field(name) for name in (schema.names if names is None else names)]
+        return Sample(pa.schema(fields).empty_table().to_pandas(), 0, seed, stratify_by)
     order = np.argsort(reservoir.positions, kind="stable")
     frame, rows = reservoir.kept.take(pa.array(order)).to_pandas(), reservoir.seen
     del reservoir
@@ -118,34 +158,6 @@ def open_parquet(path: str) -> ds.Dataset:
     import pyarrow.dataset as ds
 
     return ds.dataset(path, format="parquet")
-
-
-def open_delta(table_uri: str, version: int | None = None) -> ds.Dataset:
-    """A Delta table at ``version`` (latest when None), as a lazily read dataset.
-
-    A local table's files are read through pyarrow's own filesystem: through the delta-rs
-    filesystem object, reading a million-row file peaked at twice the memory.
-    """
-    from urllib.parse import urlparse
-
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
-    from deltalake import DeltaTable
-
-    dataset = DeltaTable(table_uri, version=version).to_pyarrow_dataset()
-    parsed = urlparse(table_uri)
-    if parsed.scheme not in ("", "file"):
-        return dataset
-    root = pafs.SubTreeFileSystem(
-        parsed.path if parsed.scheme else table_uri, pafs.LocalFileSystem()
-    )
-    fragments = [
-        dataset.format.make_fragment(
-            fragment.path, root, partition_expression=fragment.partition_expression
-        )
-        for fragment in dataset.get_fragments()
-    ]
-    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, root)
 
 
 def _check_size(size: int) -> None:

@@ -1,4 +1,4 @@
-"""The Assets that chain the stages (names in DESIGN.md)."""
+"""The Assets that chain the stages (names in docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,3 @@ def predictions(uc: UseCase) -> Asset:
 
 def retraining_request(uc: UseCase) -> Asset:
     return Asset(uc.asset_uri("retraining_request"))
-
-
-def triggering_extra(context, asset: Asset) -> dict:
-    """The ``extra`` of the latest event of ``asset`` that triggered this run, or {}."""
-    events = context.get("triggering_asset_events") or {}
-    for key, items in events.items():
-        if getattr(key, "uri", key) == asset.uri and items:
-            return dict(items[-1].extra or {})
-    return {}

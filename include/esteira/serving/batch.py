@@ -11,11 +11,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from esteira import tables
 from esteira.config import Settings
 from esteira.serving.model_loader import LoadedModel, load_version, resolve_alias
 from esteira.usecase import UseCase
 
-PREDICTIONS_TABLE = "predictions"
+# A matched row is rewritten only when its scores changed, so a rerun keeps its lineage.
+_CHANGED = (
+    "(t.prediction IS DISTINCT FROM s.prediction) OR (t.probability IS DISTINCT FROM s.probability)"
+)
 
 
 class NoChampionError(LookupError):
@@ -36,30 +40,21 @@ def score_batch(
             f"registered model '{uc.model_name}' has no 'champion' alias; promote a model first"
         )
     model = load_version(settings, uc.model_name, version)
-    features = read_interval(settings.table_uri(uc.name, uc.features.table), uc, start, end)
-    table_uri = settings.table_uri(uc.name, PREDICTIONS_TABLE)
+    features = _features(tables.table_uri(settings, uc, tables.FEATURES), uc, start, end)
+    table_uri = tables.table_uri(settings, uc, tables.PREDICTIONS)
     result = {"table_uri": table_uri, "rows": len(features), "model_version": version,
               "model_uri": model.uri}
     if features.empty:
-        return {**result, "version": _table_version(table_uri)}
+        return {**result, "version": tables.current_version(table_uri)}
     scored = predictions_frame(uc, model, features, run_id)
     return {**result, "version": _merge(uc, table_uri, scored)}
 
 
-def read_interval(table_uri: str, uc: UseCase, start: dt.datetime, end: dt.datetime):
+def _features(table_uri: str, uc: UseCase, start: dt.datetime, end: dt.datetime):
     """Entity, timestamp and feature columns of the rows in ``[start, end)``, one per key."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-
-    dataset = DeltaTable(table_uri).to_pyarrow_dataset()
-    ts_type = dataset.schema.field(uc.timestamp).type
-    inside = (ds.field(uc.timestamp) >= pa.scalar(start, type=ts_type)) & (
-        ds.field(uc.timestamp) < pa.scalar(end, type=ts_type)
+    frame = tables.read_interval(
+        table_uri, uc.timestamp, start, end, [uc.entity, uc.timestamp, *uc.feature_names]
     )
-    frame = dataset.to_table(
-        columns=[uc.entity, uc.timestamp, *uc.feature_names], filter=inside
-    ).to_pandas()
     return (
         frame.drop_duplicates([uc.entity, uc.timestamp], keep="last")
         .sort_values([uc.timestamp, uc.entity])
@@ -101,37 +96,11 @@ def predictions_frame(uc: UseCase, model: LoadedModel, features, run_id: str):
 
 
 def _merge(uc: UseCase, table_uri: str, scored) -> int:
+    """Upsert by (entity, timestamp, model name, model version); returns the Delta version."""
     import pyarrow as pa
-    from deltalake import DeltaTable, write_deltalake
 
-    source = pa.Table.from_pandas(scored, preserve_index=False)
-    if _table_version(table_uri) is None:
-        write_deltalake(table_uri, source, mode="append")
-        return DeltaTable(table_uri).version()
-    table = DeltaTable(table_uri)
+    if not tables.exists(table_uri):
+        return tables.append(table_uri, scored)
     keys = (uc.entity, uc.timestamp, "model_name", "model_version")
-    (
-        table.merge(
-            source,
-            predicate=" AND ".join(f"t.`{k}` = s.`{k}`" for k in keys),
-            source_alias="s",
-            target_alias="t",
-        )
-        .when_matched_update_all(
-            predicate="(t.prediction IS DISTINCT FROM s.prediction) "
-            "OR (t.probability IS DISTINCT FROM s.probability)"
-        )
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    return table.version()
-
-
-def _table_version(table_uri: str) -> int | None:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(table_uri).version()
-    except TableNotFoundError:
-        return None
+    schema = pa.Schema.from_pandas(scored, preserve_index=False)
+    return tables.merge(table_uri, scored, keys, schema, None, update_when=_CHANGED)["version"]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from esteira import tracking
 from esteira.config import Settings
-from esteira.serving.model_loader import registry_client
 from esteira.usecase import UseCase
 
 
@@ -64,7 +64,7 @@ def serving_example(settings: Settings, name: str, version: str) -> dict:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    root = registry_client(settings).get_model_version_download_uri(name, version)
+    root = tracking.client(settings).get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="esteira-canary-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(

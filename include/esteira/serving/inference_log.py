@@ -1,9 +1,10 @@
 """What the online server served, for monitoring: partitioned Parquet written off the request path.
 
-Requests only put a reference on a bounded in-memory queue; one background thread turns
-batches into Parquet files under ``<data_dir>/<uc>/inference_log/date=YYYY-MM-DD/``
-(written to a temporary name and renamed, so readers never see half a file). When the
-queue is full the record is dropped and counted rather than making a request wait.
+Requests only put a reference on an in-memory queue bounded by bytes (a record count would
+let a burst of large requests hold gigabytes); one background thread turns batches into
+Parquet files under ``<data_dir>/<uc>/inference_log/date=YYYY-MM-DD/`` (written to a
+temporary name and renamed, so readers never see half a file). When the queue holds its
+limit the record is dropped and counted rather than making a request wait.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class Record:
     predictions: Any
 
 
+def record_bytes(record: Record) -> int:
+    """About what a queued record holds in memory (a string cell counted as 64 bytes)."""
+    arrays = [*record.inputs.values(), np.asarray(record.predictions)]
+    return 256 + sum(a.nbytes if a.dtype != object else 64 * a.size for a in arrays)
+
+
 def log_dir(settings: Settings, uc: UseCase) -> Path:
     return settings.data_dir / uc.name / "inference_log"
 
@@ -53,13 +60,16 @@ class InferenceLog:
         root: Path,
         flush_seconds: float = 1.0,
         max_batch_rows: int = 50_000,
-        max_queue: int = 100_000,
+        max_queue_bytes: int = 64_000_000,
         on_drop: Callable[[], None] | None = None,
     ) -> None:
         self.root = Path(root)
         self.flush_seconds = flush_seconds
         self.max_batch_rows = max_batch_rows
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue_bytes = max_queue_bytes
+        self.queued_bytes = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._bytes_lock = threading.Lock()
         self._on_drop = on_drop
         self._thread: threading.Thread | None = None
         self.dropped = 0
@@ -73,12 +83,19 @@ class InferenceLog:
             self._thread.start()
 
     def append(self, record: Record) -> None:
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
+        size = record_bytes(record)
+        with self._bytes_lock:
+            if self.queued_bytes + size > self.max_queue_bytes:
+                self.dropped += 1
+                full = True
+            else:
+                self.queued_bytes += size
+                full = False
+        if full:
             if self._on_drop is not None:
                 self._on_drop()
+            return
+        self._queue.put_nowait((record, size))
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued so far, then stop the writer thread."""
@@ -101,8 +118,11 @@ class InferenceLog:
                 self._flush(pending)
                 return
             if item is not None:
-                pending.append(item)
-                rows += len(next(iter(item.inputs.values()), ()))
+                record, size = item
+                with self._bytes_lock:
+                    self.queued_bytes -= size
+                pending.append(record)
+                rows += len(next(iter(record.inputs.values()), ()))
             if rows >= self.max_batch_rows or time.monotonic() >= deadline:
                 self._flush(pending)
                 pending, rows = [], 0
@@ -148,9 +168,20 @@ def _tables(records: list[Record]):
             "row": pa.array(np.concatenate([np.arange(c, dtype=np.int32) for c in counts])),
         }
         for name in names:
-            columns[name] = pa.array(np.concatenate([r.inputs[name] for r in group]))
+            columns[name] = _input_column(np.concatenate([r.inputs[name] for r in group]))
         columns["prediction"] = _predictions(group)
         yield day, pa.table(columns)
+
+
+def _input_column(values: np.ndarray):
+    """A string column as strings and nulls: a request parsed by MLflow's rules may hold NaN
+    (an empty CSV cell) or a number sent for a string."""
+    import pyarrow as pa
+
+    if values.dtype != object:
+        return pa.array(values)
+    return pa.array([v if isinstance(v, str) else None if v is None or v != v else str(v)
+                     for v in values.tolist()], type=pa.string())
 
 
 def _predictions(group: list[Record]):

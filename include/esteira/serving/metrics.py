@@ -38,15 +38,24 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.model_info = Gauge(
-            "esteira_model_info", "The live model (value 1)", ["model_name", "model_version", "run_id"],
+            "esteira_model_info", "The live model (value 1); scoring: onnx or sklearn",
+            ["model_name", "model_version", "run_id", "scoring"],
             registry=self.registry,
         )
         self.reloads = Counter(
             "esteira_model_reloads", "Attempts to follow the alias, by result", ["result"],
             registry=self.registry,
         )
+        self.pending_bytes = Gauge(
+            "esteira_pending_bytes", "Bytes of request bodies held (read, parsed, queued or scored)",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "esteira_rejected_requests", "Requests refused with 503 because too many bytes were held",
+            registry=self.registry,
+        )
         self.log_dropped = Counter(
-            "esteira_inference_log_dropped", "Requests not logged because the queue was full",
+            "esteira_inference_log_dropped", "Requests not logged because the queue held too many bytes",
             registry=self.registry,
         )
 
@@ -57,9 +66,9 @@ class ServerMetrics:
             self.errors.labels(path, code).inc()
         self.latency.labels(path).observe(seconds)
 
-    def set_model(self, name: str, version: str, run_id: str) -> None:
+    def set_model(self, name: str, version: str, run_id: str, scoring: str) -> None:
         self.model_info.clear()
-        self.model_info.labels(name, version, run_id).set(1)
+        self.model_info.labels(name, version, run_id, scoring).set(1)
         self.model_version.set(float(version) if version.isdigit() else 0)
 
     def render(self) -> bytes:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esteira import tracking
 from esteira.config import Settings
 
 _MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -45,6 +46,10 @@ class LoadedModel:
     predict_proba: Callable[[Any], Any] | None
     input_example: Any  # pandas DataFrame or None
     serving_example: dict | None
+    estimator: Any = None  # the sklearn pipeline; None for a model without the sklearn flavor
+    signature: Any = None  # MLflow's ModelSignature: the inputs and params schemas
+    compiled: Any = None  # a serving.compiled.CompiledModel when the version has an equivalent one
+    compiled_reason: str = ""  # why ``compiled`` is None
 
     @property
     def uri(self) -> str:
@@ -61,13 +66,9 @@ class LoadedModel:
             "run_id": self.run_id,
             "model_uri": self.uri,
             "loaded_at": self.loaded_at.isoformat(timespec="seconds") + "Z",
+            "compiled": "onnx" if self.compiled is not None else "none",
+            **({"compiled_reason": self.compiled_reason} if self.compiled is None else {}),
         }
-
-
-def registry_client(settings: Settings):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
 def resolve_alias(settings: Settings, name: str, alias: str = "champion") -> str | None:
@@ -78,21 +79,29 @@ def resolve_alias(settings: Settings, name: str, alias: str = "champion") -> str
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(registry_client(settings).get_model_version_by_alias(name, alias).version)
+        return str(tracking.client(settings).get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         if exc.error_code in _MISSING_CODES:
             return None
         raise
 
 
-def load_version(settings: Settings, name: str, version: str) -> LoadedModel:
-    """Download, load and warm one model version (the caller decides when to swap it in)."""
+def load_version(
+    settings: Settings, name: str, version: str, compiled_threads: int | None = 1
+) -> LoadedModel:
+    """Download, load and warm one model version (the caller decides when to swap it in).
+
+    The version's compiled model is loaded too when its tags say it is equivalent, with
+    ``compiled_threads`` onnxruntime threads (None: do not load it).
+    """
     import json
 
     import mlflow
     from mlflow.models import Model
 
-    client = registry_client(settings)
+    from esteira.serving.compiled import load_compiled
+
+    client = tracking.client(settings)
     model_version = client.get_model_version(name, version)
     with tempfile.TemporaryDirectory(prefix="esteira-model-") as tmp:
         try:
@@ -104,22 +113,35 @@ def load_version(settings: Settings, name: str, version: str) -> LoadedModel:
                 )
             )
             meta = Model.load(str(local / "MLmodel"))
-            predict, predict_proba = _load_callables(local, meta)
+            estimator, predict, predict_proba = _load_callables(local, meta)
             example = meta.load_input_example(str(local))
             serving_path = local / "serving_input_example.json"
             serving_example = json.loads(serving_path.read_text()) if serving_path.exists() else None
         except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
             raise ModelLoadError(f"cannot load models:/{name}/{version}: {exc}") from exc
+    columns = _columns(meta)
+    compiled, compiled_reason = load_compiled(settings, model_version.tags, columns, compiled_threads)
+    if compiled is not None and getattr(predict, "__name__", "") != "predict":
+        compiled, compiled_reason = None, f"the pyfunc flavor answers with {predict.__name__}"
+    if compiled is not None and example is not None:
+        try:  # warm it; a graph that fails on the model's own example is not used
+            compiled.run({c.name: example[c.name].to_numpy() for c in columns})
+        except Exception as exc:  # onnxruntime raises its own error types
+            compiled, compiled_reason = None, f"the compiled model failed on the input example: {exc}"
     loaded = LoadedModel(
         name=name,
         version=str(version),
         run_id=model_version.run_id or "",
         loaded_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        columns=_columns(meta),
+        columns=columns,
         predict=predict,
         predict_proba=predict_proba,
         input_example=example,
         serving_example=serving_example,
+        estimator=estimator,
+        signature=meta.signature,
+        compiled=compiled,
+        compiled_reason=compiled_reason,
     )
     warm(loaded)
     return loaded
@@ -144,17 +166,17 @@ def warm(model: LoadedModel) -> None:
         raise ModelLoadError(f"{model.uri} failed on its own input example: {exc}") from exc
 
 
-def _load_callables(local: Path, meta) -> tuple[Callable, Callable | None]:
+def _load_callables(local: Path, meta) -> tuple[Any, Callable, Callable | None]:
     flavors = meta.flavors
     if "sklearn" in flavors:
         import mlflow.sklearn
 
         estimator = mlflow.sklearn.load_model(str(local))
         predict_fn = flavors.get("python_function", {}).get("predict_fn", "predict")
-        return getattr(estimator, predict_fn), getattr(estimator, "predict_proba", None)
+        return estimator, getattr(estimator, predict_fn), getattr(estimator, "predict_proba", None)
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(str(local)).predict, None
+    return None, mlflow.pyfunc.load_model(str(local)).predict, None
 
 
 def _columns(meta) -> tuple[ColumnSpec, ...]:

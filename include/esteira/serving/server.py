@@ -1,14 +1,17 @@
 """The online model server: MLflow's scoring protocol, following the ``champion`` alias.
 
-Drop-in for ``mlflow models serve``: same request formats and response shape, and the
-same answers (the method the model's pyfunc flavor names, ``predict`` by default: class
-labels for a classifier, not probabilities). Beyond it: input checked against the
-signature with a 4xx naming the problem, hot swap (``POST /reload`` and polling), an
-inference log, Prometheus ``/metrics``, an optional API key.
+Drop-in for ``mlflow models serve``: the same request formats, answers and error codes
+(``protocol`` says how, README lists where it deliberately differs), ``/version`` as
+MLflow answers it, and probabilities on request through ``params``. Beyond it: hot swap
+(``POST /reload`` and polling), the compiled (ONNX) path when the version has an
+equivalent one, an inference log, Prometheus ``/metrics``, an optional API key, and the
+live model's details at ``/models/<uc>/version``.
 
-Speed: the body is parsed straight into numpy columns (no pandas parsing), concurrent
-requests are coalesced into one model call (sklearn's per-call overhead dwarfs a row's
-cost), no thread hop on the request path, and nothing waits on disk.
+It never stalls: bodies above ``inline_bytes`` are parsed on a worker thread, model calls
+run on another (only a compiled call on a few rows runs on the loop, being cheaper than
+the hop), so ``/ping``, ``/health`` and ``/metrics`` answer while a large request is
+scored. It never holds more than ``max_pending_bytes`` of request bodies: past that a
+request gets 503 with ``Retry-After`` at once, instead of waiting or growing memory.
 
     python -m esteira.serving.server --usecase churn --port 5001
 """
@@ -22,11 +25,13 @@ import hmac
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,11 +42,12 @@ from esteira.serving import protocol
 from esteira.serving.inference_log import InferenceLog, Record, log_dir
 from esteira.serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
 from esteira.serving.model_loader import LoadedModel, load_version, resolve_alias
+from esteira.serving.openapi import invocations_schema
+from esteira.serving.scoring import Batcher
 from esteira.usecase import UseCase
 
 _log = logging.getLogger(__name__)
 _JSON = "application/json"
-_PATHS = frozenset({"/invocations", "/ping", "/health", "/version", "/reload", "/metrics"})
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,15 @@ class ServerConfig:
     alias: str = "champion"
     api_key: str = ""
     max_body_bytes: int = 5_000_000
+    max_rows: int = 100_000  # rows of one request; more is a 413
+    max_pending_bytes: int = 32_000_000  # bodies being read, parsed, queued or scored; past it, 503
+    retry_after_seconds: int = 1
+    inline_bytes: int = 32_768  # smaller bodies are parsed on the event loop (< 0.5 ms)
+    inline_rows: int = 128  # compiled batches up to this many rows are scored on the loop
     poll_seconds: float = 30.0
     max_batch_rows: int = 10_000
+    compiled: bool = True  # score with the version's ONNX graph when it is equivalent
+    onnx_threads: int = 1
     log_flush_seconds: float = 1.0
     inference_log: bool = True
 
@@ -63,12 +76,14 @@ class NoModelError(RuntimeError):
 
 @dataclass
 class ModelSlot:
-    """The live model. Readers take ``slot.model`` once per request; a swap is one assignment."""
+    """One use case's live model. Readers take ``slot.model`` once per request; a swap is one
+    assignment."""
 
     settings: Settings
     name: str
     alias: str
     metrics: ServerMetrics
+    compiled_threads: int | None = 1
     model: LoadedModel | None = None
     problem: str = "the model is still loading"
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,10 +100,13 @@ class ModelSlot:
                         f"'{self.alias}' yet"
                     )
                 if version != previous:
-                    loaded = load_version(self.settings, self.name, version)
+                    loaded = load_version(self.settings, self.name, version, self.compiled_threads)
                     self.model = loaded
-                    self.metrics.set_model(loaded.name, loaded.version, loaded.run_id)
-                    _log.info("serving %s (was %s)", loaded.uri, previous)
+                    self.metrics.set_model(loaded.name, loaded.version, loaded.run_id,
+                                           "onnx" if loaded.compiled is not None else "sklearn")
+                    _log.info("serving %s (was %s) with %s", loaded.uri, previous,
+                              "its compiled model" if loaded.compiled is not None
+                              else f"sklearn: {loaded.compiled_reason}")
             except Exception as exc:
                 self.problem = str(exc)
                 self.metrics.reloads.labels("failed").inc()
@@ -109,95 +127,29 @@ class ModelSlot:
                 return
 
 
-@dataclass
-class _Pending:
-    model: LoadedModel
-    inputs: protocol.Inputs
-    future: asyncio.Future
+class Admission:
+    """Bytes of request bodies the server holds; a request that would exceed the limit is
+    refused at once. A lone request is always admitted, so the limit never blocks one
+    body that ``max_body_bytes`` allows."""
 
+    def __init__(self, limit: int, on_change=None) -> None:
+        self.limit = limit
+        self.held = 0
+        self._on_change = on_change
 
-class Batcher:
-    """Coalesces requests that arrive while the model runs into one model call.
+    def take(self, size: int) -> bool:
+        if self.held and self.held + size > self.limit:
+            return False
+        self._add(size)
+        return True
 
-    The model runs on the event loop itself, from a task: a lone request pays no thread
-    hop (on a busy machine a hop costs more than the model), and requests that arrived
-    during a call are parsed in the next loop iteration and scored together. Rows come
-    back in request order; if a joint call fails, each request is retried alone so only
-    the bad one gets the error.
-    """
+    def release(self, size: int) -> None:
+        self._add(-size)
 
-    def __init__(self, max_rows: int, on_call: Callable[[], None] | None = None) -> None:
-        self.max_rows = max(max_rows, 1)
-        self._on_call = on_call
-        self._queue: list[_Pending] = []
-        self._busy = False
-
-    async def predict(self, model: LoadedModel, inputs: protocol.Inputs) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(model, inputs, future))
-        if not self._busy:
-            self._busy = True
-            asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch = self._take()
-                if self._on_call is not None:
-                    self._on_call()
-                for pending, result in zip(batch, _run_batch(batch), strict=True):
-                    if pending.future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        pending.future.set_exception(result)
-                    else:
-                        pending.future.set_result(result)
-                await asyncio.sleep(0)  # let requests that arrived meanwhile join the next call
-        finally:
-            self._busy = False
-
-    def _take(self) -> list[_Pending]:
-        first = self._queue[0]
-        batch, rows = [first], first.inputs.rows
-        for pending in self._queue[1:]:
-            if pending.model is not first.model or rows + pending.inputs.rows > self.max_rows:
-                break
-            batch.append(pending)
-            rows += pending.inputs.rows
-        del self._queue[: len(batch)]
-        return batch
-
-
-def _run_batch(batch: list[_Pending]) -> list[Any]:
-    model = batch[0].model
-    if len(batch) == 1:
-        return [_predict_one(model, batch[0].inputs)]
-    import numpy as np
-
-    merged = protocol.Inputs(
-        columns={
-            name: np.concatenate([p.inputs.columns[name] for p in batch])
-            for name in batch[0].inputs.columns
-        },
-        rows=sum(p.inputs.rows for p in batch),
-    )
-    try:
-        joint = model.predict(merged.frame())
-    except Exception:
-        return [_predict_one(model, p.inputs) for p in batch]
-    out, start = [], 0
-    for p in batch:
-        out.append(joint[start : start + p.inputs.rows])
-        start += p.inputs.rows
-    return out
-
-
-def _predict_one(model: LoadedModel, inputs: protocol.Inputs) -> Any:
-    try:
-        return model.predict(inputs.frame())
-    except Exception as exc:  # the model rejected these rows: a client error, as in MLflow
-        return protocol.RequestError(f"the model could not score these rows: {exc}")
+    def _add(self, size: int) -> None:
+        self.held += size
+        if self._on_change is not None:
+            self._on_change(self.held)
 
 
 def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = None) -> FastAPI:
@@ -205,8 +157,12 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
     config = config or ServerConfig(api_key=settings.model_server_api_key)
     metrics = ServerMetrics()
     metrics.model_version.set(0)
-    slot = ModelSlot(settings, uc.model_name, config.alias, metrics)
-    batcher = Batcher(config.max_batch_rows, on_call=metrics.model_calls.inc)
+    slot = ModelSlot(settings, uc.model_name, config.alias, metrics,
+                     config.onnx_threads if config.compiled else None)
+    parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esteira-parse")
+    scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esteira-score")
+    batcher = Batcher(config.max_batch_rows, scoring, config.inline_rows, on_call=metrics.model_calls.inc)
+    admission = Admission(config.max_pending_bytes, on_change=metrics.pending_bytes.set)
     log = (
         InferenceLog(log_dir(settings, uc), flush_seconds=config.log_flush_seconds,
                      on_drop=metrics.log_dropped.inc)
@@ -214,6 +170,7 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
         else None
     )
     key = config.api_key.encode()
+    details_path = f"/models/{uc.name}/version"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -229,6 +186,8 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
         finally:
             stop.set()
             poller.join(timeout=5)
+            parsing.shutdown(wait=True)
+            scoring.shutdown(wait=True)
             if log is not None:
                 log.close()
 
@@ -240,7 +199,9 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
     )
     app.state.slot = slot
     app.state.inference_log = log
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=_PATHS)
+    app.state.admission = admission
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=frozenset(
+        {"/invocations", "/ping", "/health", "/version", "/reload", "/metrics", details_path}))
 
     def denied(request: Request) -> Response | None:
         if not key:
@@ -255,10 +216,20 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
             return _error(403, "wrong API key", "PERMISSION_DENIED")
         return None
 
+    def busy(size: int) -> Response:
+        metrics.rejected.inc()
+        return Response(
+            protocol.error_body(
+                f"the server holds {admission.held} bytes of requests and this one would pass "
+                f"the limit of {admission.limit} (--max-pending-bytes): retry after "
+                f"{config.retry_after_seconds} s", "TEMPORARILY_UNAVAILABLE"),
+            503, media_type=_JSON, headers={"retry-after": str(config.retry_after_seconds)},
+        )
+
     @app.post(
         "/invocations",
         summary="Score rows (MLflow scoring protocol)",
-        openapi_extra=_invocations_openapi(uc),
+        openapi_extra=invocations_schema(uc),
         responses=_ERROR_RESPONSES,
     )
     async def invocations(request: Request) -> Response:
@@ -269,22 +240,39 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
         if model is None:
             return _error(503, f"no model is loaded: {slot.problem}", "MODEL_NOT_READY")
         received = time.time()
+        declared = _content_length(request)
+        if declared is not None and declared > config.max_body_bytes:
+            return _problem(_too_large(declared, config.max_body_bytes))
+        held = declared or 0
+        if not admission.take(held):
+            return busy(held)
         try:
-            body = await _read_body(request, config.max_body_bytes)
-            inputs = protocol.parse_request(body, request.headers.get("content-type"), model.columns)
-            predictions = await batcher.predict(model, inputs)
+            body = await _read_body(request, config.max_body_bytes, admission, held)
+            held = max(held, len(body))
+            signature = protocol.Signature(model.columns, model.signature.inputs,
+                                           model.signature.params)
+            content_type = request.headers.get("content-type")
+            if len(body) <= config.inline_bytes:
+                parsed = protocol.parse_request(body, content_type, signature, config.max_rows)
+            else:
+                parsed = await asyncio.get_running_loop().run_in_executor(
+                    parsing, protocol.parse_request, body, content_type, signature, config.max_rows)
+            del body
+            answer = await batcher.score(model, parsed)
+        except _Busy as exc:
+            held = exc.held
+            return busy(exc.held)
         except protocol.RequestError as exc:
-            return Response(protocol.error_body(exc), exc.status, media_type=_JSON)
+            return _problem(exc)
+        finally:
+            admission.release(held)
         request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        metrics.rows.inc(inputs.rows)
+        metrics.rows.inc(parsed.inputs.rows)
         if log is not None:
             log.append(Record(request_id, received, model.name, model.version,
-                              inputs.columns, predictions))
-        return Response(
-            protocol.encode_predictions(predictions),
-            media_type=_JSON,
-            headers={"x-request-id": request_id, "x-model-version": model.version},
-        )
+                              parsed.inputs.columns, answer.predictions))
+        return Response(answer.body, media_type=_JSON,
+                        headers={"x-request-id": request_id, "x-model-version": model.version})
 
     @app.get("/ping", summary="Liveness: the process answers")
     async def ping() -> Response:
@@ -299,13 +287,18 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
         return _json(200, {"status": "ready", **model.describe(),
                            **({"warning": slot.problem} if slot.problem else {})})
 
-    @app.get("/version", summary="Which model version is live")
-    async def version() -> Response:
+    @app.get("/version", summary="The MLflow version, as mlflow models serve answers")
+    async def mlflow_version() -> Response:
+        return Response(_MLFLOW_VERSION.encode(), media_type=_JSON)
+
+    @app.get(details_path, summary="Which model version is live, and how it is scored")
+    async def model_details() -> Response:
         model = slot.model
         if model is None:
             return _json(200, {"model_name": uc.model_name, "model_version": None,
                                "alias": config.alias, "reason": slot.problem})
-        return _json(200, {**model.describe(), "alias": config.alias})
+        return _json(200, {**model.describe(), "alias": config.alias,
+                           "scoring": "onnx" if model.compiled is not None else "sklearn"})
 
     @app.post("/reload", summary="Follow the alias now (hot swap)", responses=_ERROR_RESPONSES)
     async def reload(request: Request) -> Response:
@@ -327,15 +320,34 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+_MLFLOW_VERSION = package_version("mlflow")
+
+
+def _content_length(request: Request) -> int | None:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit)
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+class _Busy(Exception):
+    """A body without Content-Length grew past what the server may hold."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(held)
+        self.held = held
+
+
+async def _read_body(request: Request, limit: int, admission: Admission, held: int) -> bytes:
+    """The body, counted against ``admission`` as it arrives beyond the ``held`` bytes
+    already taken for it (its Content-Length)."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise _too_large(size, limit)
+        if size > held:
+            if not admission.take(size - held):
+                raise _Busy(held)
+            held = size
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -346,6 +358,10 @@ def _too_large(size: int, limit: int) -> protocol.RequestError:
         status=413,
         code="REQUEST_TOO_LARGE",
     )
+
+
+def _problem(error: protocol.RequestError) -> Response:
+    return Response(protocol.error_body(error), error.status, media_type=_JSON)
 
 
 def _error(status: int, message: str, code: str) -> Response:
@@ -360,89 +376,12 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "the body does not fit the model signature (message names the problem)"},
     401: {"description": "API key required"},
     403: {"description": "wrong API key"},
-    413: {"description": "body larger than --max-body-bytes"},
+    413: {"description": "body larger than --max-body-bytes, or more rows than --max-rows"},
     415: {"description": "unsupported Content-Type"},
-    503: {"description": "no model loaded yet, or the reload failed"},
+    500: {"description": "scoring failed for a reason that is not the request's"},
+    503: {"description": "no model loaded yet, the reload failed, or too many bytes pending "
+                         "(Retry-After says when to try again)"},
 }
-
-_JSON_SCHEMA_TYPES = {
-    "float": {"type": ["number", "null"]},
-    "int": {"type": "integer"},
-    "bool": {"type": "boolean"},
-    "string": {"type": ["string", "null"]},
-    "category": {"type": ["string", "null"]},
-    "timestamp": {"type": "string"},
-}
-
-
-def _invocations_openapi(uc: UseCase) -> dict[str, Any]:
-    """The request body as an OpenAPI schema, from the use case's feature definitions."""
-    names = uc.feature_names
-    row = {
-        "type": "object",
-        "properties": {f.name: _JSON_SCHEMA_TYPES[f.type] for f in uc.features.definitions},
-        "required": names,
-        "additionalProperties": False,
-    }
-    rows = {"type": "array", "items": row, "minItems": 1}
-    columns = {
-        "type": "object",
-        "properties": {
-            f.name: {"type": "array", "items": _JSON_SCHEMA_TYPES[f.type]}
-            for f in uc.features.definitions
-        },
-        "required": names,
-        "additionalProperties": False,
-    }
-    split = {
-        "type": "object",
-        "properties": {
-            "columns": {"type": "array", "items": {"type": "string"}},
-            "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
-            "index": {"type": "array"},
-        },
-        "required": ["columns", "data"],
-    }
-
-    def one_of(key: str, schema: dict) -> dict:
-        return {
-            "type": "object",
-            "properties": {key: schema, "params": {"type": "object"}},
-            "required": [key],
-            "additionalProperties": False,
-        }
-
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            one_of("dataframe_split", split),
-                            one_of("dataframe_records", rows),
-                            one_of("instances", rows),
-                            one_of("inputs", {"oneOf": [rows, columns]}),
-                        ]
-                    }
-                },
-                "text/csv": {"schema": {"type": "string"}},
-            },
-        },
-        "responses": {
-            "200": {
-                "description": "one prediction per row, in request order",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"predictions": {"type": "array"}},
-                        }
-                    }
-                },
-            }
-        },
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,17 +389,26 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     settings = get_settings()
+    defaults = ServerConfig()
     parser = argparse.ArgumentParser(prog="python -m esteira.serving.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--usecase", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.model_server_port)
     parser.add_argument("--alias", default="champion")
-    parser.add_argument("--poll-interval", type=float, default=30.0,
+    parser.add_argument("--poll-interval", type=float, default=defaults.poll_seconds,
                         help="seconds between checks of the alias (0: only at start and on /reload)")
-    parser.add_argument("--max-body-bytes", type=int, default=5_000_000)
-    parser.add_argument("--max-batch-rows", type=int, default=10_000,
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--max-rows", type=int, default=defaults.max_rows,
+                        help="most rows in one request (more: 413)")
+    parser.add_argument("--max-pending-bytes", type=int, default=defaults.max_pending_bytes,
+                        help="request bytes held at once (more: 503 with Retry-After)")
+    parser.add_argument("--max-batch-rows", type=int, default=defaults.max_batch_rows,
                         help="most rows of concurrent requests scored in one model call")
+    parser.add_argument("--no-compiled", action="store_true",
+                        help="score with the sklearn pipeline even when an equivalent ONNX graph exists")
+    parser.add_argument("--onnx-threads", type=int, default=defaults.onnx_threads,
+                        help="onnxruntime intra-op threads")
     parser.add_argument("--no-inference-log", action="store_true")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -471,13 +419,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A worker thread parsing or scoring hands the GIL back to the loop every millisecond
+    # rather than every five, so small requests and /ping are not held behind a large one.
+    sys.setswitchinterval(0.001)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(
         alias=args.alias,
         api_key=settings.model_server_api_key,
         max_body_bytes=args.max_body_bytes,
+        max_rows=args.max_rows,
+        max_pending_bytes=args.max_pending_bytes,
         poll_seconds=args.poll_interval,
         max_batch_rows=args.max_batch_rows,
+        compiled=not args.no_compiled,
+        onnx_threads=args.onnx_threads,
         inference_log=not args.no_inference_log,
     )
     app = create_app(get_usecase(args.usecase, settings), settings, config)
@@ -487,6 +442,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

@@ -37,7 +37,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        # 32 worker processes by default: far too many for a 2-core laptop (DESIGN.md).
+        # 32 worker processes by default: far too many for a 2-core laptop (docs/stack-facts.md).
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -50,7 +50,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(port + 715),
         "ESTEIRA_HOME": str(settings.home),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        # Fail fast when MLflow is down; Airflow's retries do the waiting (DESIGN.md).
+        # Fail fast when MLflow is down; Airflow's retries do the waiting (docs/stack-facts.md).
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "ESTEIRA_MODEL_SERVER_URL": settings.model_server_url,

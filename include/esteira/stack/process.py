@@ -1,7 +1,7 @@
 """Start services in their own process group, wait for health, and stop the whole group.
 
 `airflow standalone` forks children that survive a SIGTERM to the parent, and idle
-LocalExecutor workers ignore SIGTERM (DESIGN.md): stopping means signalling the group,
+LocalExecutor workers ignore SIGTERM (docs/stack-facts.md): stopping means signalling the group,
 then SIGKILL after a grace period.
 """
 

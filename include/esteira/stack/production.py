@@ -144,7 +144,7 @@ def airflow_env(topology: Topology) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(topology.heartbeat_timeout),
-        # Off the defaults (8793, 8794, 8974) so several stacks share a machine (DESIGN.md).
+        # Off the defaults (8793, 8794, 8974) so several stacks share a machine (docs/stack-facts.md).
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_worker_log_port(topology)),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(_scheduler_health_port(topology)),

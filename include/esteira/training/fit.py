@@ -32,11 +32,12 @@ from mlflow.models import infer_signature
 from mlflow.utils.time import get_current_time_millis
 from sklearn.pipeline import Pipeline
 
+from esteira import tracking
 from esteira.evaluation.metrics import score
+from esteira.tracking import create_child_run, delta_dataset, lineage_dict
 from esteira.training import plots
 from esteira.training.candidates import build_pipeline
-from esteira.training.split import Split, time_split
-from esteira.training.tracking import (
+from esteira.training.runs import (
     CANDIDATE_ARTIFACT,
     CONFIG_ARTIFACT,
     LINEAGE_ARTIFACT,
@@ -46,12 +47,10 @@ from esteira.training.tracking import (
     airflow_tags,
     common_tags,
     config_json,
-    create_child_run,
-    delta_dataset,
-    lineage_dict,
     lineage_tags,
     log_datasets,
 )
+from esteira.training.split import Split, time_split
 from esteira.usecase import UseCase
 
 SKOPS_TRUSTED_TYPES = (
@@ -205,7 +204,7 @@ def train_candidate(
     one is marked KILLED and the candidate is trained anew, so there is never a second
     FINISHED run for one candidate.
     """
-    client = MlflowClient()
+    client = tracking.client()
     name = candidate["name"]
     for run in _find_earlier_run(client, parent_run_id, name):
         if run.info.status == "FINISHED" and TAG_MODEL_URI in run.data.tags:

@@ -17,18 +17,16 @@ from typing import Any
 
 import mlflow.artifacts
 import pandas as pd
-from mlflow import MlflowClient
 
+from esteira import tracking
 from esteira.config import get_settings
+from esteira.tracking import DIGEST_PREFIX, TAG_CONFIG_SHA, delta_dataset
 from esteira.training.fit import fit_and_score
-from esteira.training.tracking import (
+from esteira.training.runs import (
     CANDIDATE_ARTIFACT,
     CONFIG_ARTIFACT,
-    DIGEST_PREFIX,
     LINEAGE_ARTIFACT,
-    TAG_CONFIG_SHA,
     config_sha256,
-    delta_dataset,
 )
 from esteira.usecase import UseCase
 
@@ -89,7 +87,7 @@ def reproduce(run_id: str, load_frame: FrameLoader | None = None) -> ReproduceRe
     the recorded version). Mismatching dataset digests are reported as well, since they
     explain mismatching metrics.
     """
-    run = MlflowClient().get_run(run_id)
+    run = tracking.client().get_run(run_id)
     base = f"runs:/{run_id}/"
     uc = UseCase.model_validate(json.loads(mlflow.artifacts.load_text(base + CONFIG_ARTIFACT)))
     candidate = mlflow.artifacts.load_dict(base + CANDIDATE_ARTIFACT)

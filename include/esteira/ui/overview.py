@@ -1,6 +1,8 @@
-"""One use case's state as the squad wants it on one page: champion and challenger with their
-gate results, the champion's lineage (feature table version -> training run -> model version
--> approval -> deployments), the registry's audit trail and the latest monitoring windows.
+"""One use case's state as the squad wants it on one page: champion and challenger with the
+gate's comparison (each against the champion it was judged against, on the same test set),
+the champion's lineage (feature table version -> training run -> model version -> approval ->
+deployments), the registry's audit trail (every decision, each promotion with its
+comparison) and the latest monitoring windows.
 
 Everything returned is plain JSON-able data (the plugin's API serves it as is). Each part is
 gathered on its own: when MLflow is down or a table does not exist yet, that part carries a
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from esteira.registry.lineage import GateRecord
+
 T = TypeVar("T")
 
 ALIASES = ("champion", "challenger")
@@ -34,6 +38,8 @@ CHART_WINDOWS = 90
 REPORT_FILE = "monitoring/drift.html"
 _TIMEOUT = 2.0
 _PAST = {"promote": "promoted", "rollback": "rolled back to"}
+# The audit events that show the gate's comparison of the version they name.
+_COMPARED = ("promote", "register_challenger")
 
 
 def mlflow_problem(tracking_uri: str, timeout: float = _TIMEOUT) -> str | None:
@@ -131,16 +137,14 @@ def _part(problems: list[str], what: str, gather: Callable[[], T], default: T) -
 
 
 def _client(settings: Settings) -> MlflowClient:
-    from mlflow import MlflowClient
+    from esteira import tracking
 
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    return tracking.client(settings)
 
 
 def _registry(uc: UseCase, settings: Settings, airflow_base: str) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-
-    from esteira.registry.transitions import EVENT_PREFIX
 
     client = _client(settings)
     try:
@@ -149,16 +153,12 @@ def _registry(uc: UseCase, settings: Settings, airflow_base: str) -> dict[str, A
         if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return {"registered": False}
         raise
-    events = sorted(
-        (json.loads(value) for key, value in model.tags.items() if key.startswith(EVENT_PREFIX)),
-        key=lambda event: event["seq"],
-    )
     by_version: dict[str, list[str]] = {}
     for alias, version in model.aliases.items():
         by_version.setdefault(str(version), []).append(alias)
     found: dict[str, Any] = {
         "registered": True,
-        "history": [_event_view(e, uc, settings.mlflow_ui_url) for e in reversed(events)],
+        "history": list(reversed(history_view(client, uc, model.tags, settings.mlflow_ui_url))),
     }
     for alias in ALIASES:
         version = model.aliases.get(alias)
@@ -180,15 +180,22 @@ def version_view(
     airflow_base: str,
     aliases: list[str],
 ) -> dict[str, Any]:
-    """A model version with its lineage, gate and approval tags, and the links to them."""
+    """A model version with its lineage, gate and approval tags, and the links to them.
+
+    Versions appear as text, as in the tags: ``"none"`` for no version, ``""`` when unknown.
+    """
+    from esteira.registry.lineage import GateRecord, VersionRecord, version_text
+
     tags = dict(model_version.tags)
-    run_id = tags.get("run_id") or model_version.run_id or ""
+    record = VersionRecord.from_tags(tags)
+    run_id = record.run_id or model_version.run_id or ""
     experiment_id = None
     if run_id:
         experiment_id = client.get_run(run_id).info.experiment_id
-    gate_metrics = _json(tags.get("gate_metrics"), {})
-    dag_id, dag_run = tags.get("airflow_dag_id", ""), tags.get("airflow_run_id", "")
-    decision = tags.get("approval_decision")
+    gate = record.gate or GateRecord()
+    dag_id, dag_run = record.airflow_dag_id or "", record.airflow_run_id or ""
+    approval, promotion, rollback = record.approval, record.promotion, record.rollback
+    window = record.training_window
     return {
         "version": int(model_version.version),
         "aliases": sorted(aliases),
@@ -196,39 +203,40 @@ def version_view(
         "status": model_version.status,
         "run_id": run_id,
         "experiment_id": experiment_id,
-        "feature_table_uri": tags.get("feature_table_uri", ""),
-        "feature_table_version": tags.get("feature_table_version", ""),
-        "training_window": _window(_json(tags.get("lineage"), {})),
-        "dataset_digest": tags.get("dataset_digest", ""),
+        "feature_table_uri": record.feature_table_uri or "",
+        "feature_table_version": _text(record.feature_version),
+        "training_window": f"{window[0]:%Y-%m-%d} to {window[1]:%Y-%m-%d}" if window else "",
+        "dataset_digest": record.dataset_digest or "",
         "airflow_dag_id": dag_id,
         "airflow_run_id": dag_run,
         "gate": {
-            "verdict": tags.get("gate_verdict", ""),
-            "mode": tags.get("gate_mode", ""),
-            "passed": tags.get("gate_passed") == "true",
-            "compared_champion": tags.get("gate_compared_champion", ""),
-            "reasons": _json(tags.get("gate_reasons"), []),
-            "metrics": gate_metrics,
-            "key_metrics": {name: gate_metrics.get(name) for name in key_metrics(uc)},
+            "verdict": gate.verdict,
+            "mode": gate.mode,
+            "passed": gate.passed,
+            "compared_champion": version_text(gate.compared_champion) if record.gate else "",
+            "reasons": list(gate.reasons),
+            "metrics": gate.metrics,
+            "key_metrics": {name: gate.metrics.get(name) for name in key_metrics(uc)},
+            "comparison": comparison_rows(uc, gate),
         },
         "approval": {
-            "decision": decision,
-            "by": tags.get("approved_by") or tags.get("rejected_by", ""),
-            "reason": tags.get("approval_reason", ""),
-            "at": tags.get("approval_at", ""),
-        } if decision else None,
+            "decision": approval.decision,
+            "by": approval.by,
+            "reason": approval.reason,
+            "at": approval.at,
+        } if approval else None,
         "promotion": {
-            "by": tags.get("promoted_by", ""),
-            "reason": tags.get("promotion_reason", ""),
-            "at": tags.get("promoted_at", ""),
-            "previous_champion": tags.get("previous_champion", ""),
-        } if tags.get("promoted_at") else None,
+            "by": promotion.by,
+            "reason": promotion.reason,
+            "at": promotion.at,
+            "previous_champion": version_text(promotion.previous_champion),
+        } if promotion else None,
         "rollback": {
-            "by": tags.get("rolled_back_by", ""),
-            "reason": tags.get("rollback_reason", ""),
-            "at": tags.get("rolled_back_at", ""),
-            "from": tags.get("rolled_back_from", ""),
-        } if tags.get("rolled_back_at") else None,
+            "by": rollback.by,
+            "reason": rollback.reason,
+            "at": rollback.at,
+            "from": version_text(rollback.from_version),
+        } if rollback else None,
         "links": {
             "model": links.mlflow_model_url(mlflow_ui, uc.model_name, model_version.version),
             "run": links.mlflow_run_url(mlflow_ui, run_id, experiment_id) if run_id else None,
@@ -238,12 +246,41 @@ def version_view(
     }
 
 
-def _event_view(event: Mapping[str, Any], uc: UseCase, mlflow_ui: str) -> dict[str, Any]:
-    version = event.get("version")
-    return {
-        **event,
-        "model_link": links.mlflow_model_url(mlflow_ui, uc.model_name, version) if version else None,
-    }
+def comparison_rows(uc: UseCase, gate: GateRecord) -> list[dict[str, Any]]:
+    """The gate's comparison of a version: its key metrics beside those of the champion it
+    was judged against (same test set), with the rules that decided (the use case's current
+    ones for a version registered before the rules were recorded)."""
+    from esteira.evaluation.comparison import compare
+
+    thresholds = list(gate.thresholds) or [rule.model_dump() for rule in uc.gate.thresholds]
+    champion = gate.champion_metrics if gate.compared_champion is not None else None
+    return [row.to_dict() for row in compare(gate.metrics, champion, thresholds, key_metrics(uc))]
+
+
+def history_view(
+    client: MlflowClient, uc: UseCase, model_tags: Mapping[str, str], mlflow_ui: str
+) -> list[dict[str, Any]]:
+    """The registered model's audit trail, oldest first: every alias move and decision, and
+    for each registration and promotion the gate's comparison of that version
+    (``comparison``, ``compared_champion``; the CLI, the demo and the page show it)."""
+    from esteira.registry.lineage import GateRecord, VersionRecord, audit_trail, version_text
+
+    records: dict[int, VersionRecord] = {}
+    events = []
+    for event in audit_trail(model_tags):
+        view = {**event.to_dict(), "model_link": None, "comparison": [], "compared_champion": ""}
+        version = event.version
+        if version:
+            view["model_link"] = links.mlflow_model_url(mlflow_ui, uc.model_name, version)
+        if version and event.action in _COMPARED:
+            if version not in records:
+                tags = client.get_model_version(uc.model_name, str(version)).tags
+                records[version] = VersionRecord.from_tags(tags)
+            gate = records[version].gate or GateRecord()
+            view["comparison"] = comparison_rows(uc, gate)
+            view["compared_champion"] = version_text(gate.compared_champion) if records[version].gate else ""
+        events.append(view)
+    return events
 
 
 def lineage_chain(
@@ -480,6 +517,5 @@ def _ms(millis: int | None) -> str:
     return dt.datetime.fromtimestamp(millis / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
-def _window(lineage: Mapping[str, Any]) -> str:
-    start, end = lineage.get("start"), lineage.get("end")
-    return f"{str(start)[:10]} to {str(end)[:10]}" if start and end else ""
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)

@@ -16,6 +16,8 @@ from esteira.ui.chart import drift_chart_svg
 if TYPE_CHECKING:
     import jinja2
 
+HISTORY_ROWS = 20
+
 _STYLE = """
 :root { --fg:#0f172a; --muted:#64748b; --line:#e2e8f0; --bg:#f1f5f9; --card:#fff;
         --ok:#15803d; --okbg:#dcfce7; --bad:#b91c1c; --badbg:#fee2e2; --warn:#92400e;
@@ -65,6 +67,8 @@ dt { color:var(--muted); } dd { margin:0; overflow-wrap:anywhere; }
 .arrow { align-self:center; color:var(--muted); font-size:18px; }
 .chart .tick { font-size:11px; fill:var(--muted); }
 code { font-size:12px; background:#f1f5f9; padding:0 4px; border-radius:4px; }
+.gate-comparison th, .gate-comparison td { padding:3px 6px; font-size:12px; }
+tr.comparison > td { padding-top:0; }
 """
 
 _TEMPLATE = """<!doctype html>
@@ -100,12 +104,7 @@ _TEMPLATE = """<!doctype html>
           {% if v.gate.mode and v.gate.mode != "enabled" %}<span class="badge {{ v.gate.mode }}">{{ v.gate.mode }}</span>{% endif %}
           {% if v.approval %}<span class="badge {{ v.approval.decision }}">{{ v.approval.decision }}</span>{% endif %}
         </div>
-        <table style="margin-top:8px">
-          <tr><th>metric (test set)</th><th>value</th></tr>
-          {% for name, value in v.gate.key_metrics.items() %}
-          <tr><td>{{ name }}</td><td class="num">{{ fmt(value) }}</td></tr>
-          {% endfor %}
-        </table>
+        {{ comparison(v.gate.comparison, v.gate.compared_champion, "v" ~ v.version) }}
         {% if v.gate.reasons %}<p class="meta">{{ v.gate.reasons|join("; ") }}</p>{% endif %}
         <dl>
           <dt>registered</dt><dd>{{ when(v.created_at) }}</dd>
@@ -181,10 +180,13 @@ _TEMPLATE = """<!doctype html>
     <h3>Registry history</h3>
     <table>
       <tr><th>when</th><th>action</th><th>version</th><th>before</th><th>by</th><th>reason</th></tr>
-      {% for e in uc.history[:12] %}
-      <tr><td class="nowrap">{{ when(e.at) }}</td><td>{{ e.action }}</td>
+      {% for e in uc.history[:HISTORY_ROWS] %}
+      <tr data-action="{{ e.action }}"><td class="nowrap">{{ when(e.at) }}</td><td>{{ e.action }}</td>
         <td>{% if e.model_link %}<a href="{{ e.model_link }}" target="_blank" rel="noopener">v{{ e.version }}</a>{% endif %}</td>
         <td>{% if e.previous %}v{{ e.previous }}{% endif %}</td><td>{{ e.actor }}</td><td>{{ e.reason }}</td></tr>
+      {% if e.action == "promote" and e.comparison %}
+      <tr class="comparison"><td></td><td colspan="5">{{ comparison(e.comparison, e.compared_champion, "v" ~ e.version) }}</td></tr>
+      {% endif %}
       {% endfor %}
     </table>
   </div>
@@ -194,6 +196,18 @@ _TEMPLATE = """<!doctype html>
 </main>
 </body></html>
 """
+
+_COMPARISON = """{% macro comparison(rows, champion, candidate) -%}
+<table class="gate-comparison" style="margin-top:8px">
+  <tr><th>metric (same test set)</th><th>{{ candidate }}</th>
+    <th>{% if champion not in ("", "none") %}champion v{{ champion }}{% else %}no champion{% endif %}</th>
+    <th>change</th><th>rule</th></tr>
+  {% for r in rows %}
+  <tr><td>{{ r.metric }}</td><td class="num">{{ fmt(r.candidate) }}</td><td class="num">{{ fmt(r.champion) }}</td>
+    <td class="num">{{ "-" if r.change is none else "%+.4f"|format(r.change) }}</td><td>{{ r.rule }}</td></tr>
+  {% endfor %}
+</table>
+{%- endmacro %}"""
 
 _MESSAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Esteira</title><style>{{ style|safe }}</style></head>
@@ -209,8 +223,15 @@ def _environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
-    env.globals.update(fmt=_fmt, when=_when, chart=drift_chart_svg, style=_STYLE)
+    env.globals.update(fmt=_fmt, when=_when, chart=drift_chart_svg, style=_STYLE, HISTORY_ROWS=HISTORY_ROWS)
+    env.globals["comparison"] = env.from_string(_COMPARISON).module.comparison
     return env
+
+
+@cache
+def _template(source: str) -> jinja2.Template:
+    """Compiled once per process: compiling the page costs more than rendering it."""
+    return _environment().from_string(source)
 
 
 def render_page(
@@ -220,16 +241,14 @@ def render_page(
     problems: Sequence[str] = (),
 ) -> str:
     """The page for the overviews of ``esteira.ui.overview.usecase_overview``."""
-    template = _environment().from_string(_TEMPLATE)
-    return template.render(
+    return _template(_TEMPLATE).render(
         usecases=usecases, generated_at=_when(generated_at), mlflow_ui=mlflow_ui, problems=problems
     )
 
 
 def render_message(title: str, message: str, link: str = "", link_text: str = "") -> str:
     """A small page for when there is nothing else to show (not logged in, unknown report)."""
-    template = _environment().from_string(_MESSAGE)
-    return template.render(title=title, message=message, link=link, link_text=link_text)
+    return _template(_MESSAGE).render(title=title, message=message, link=link, link_text=link_text)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

@@ -95,7 +95,7 @@ def test_local_and_databricks_paths_give_the_same_features_and_metrics(remote_be
     from esteira.config import get_settings
     from esteira.features.generator import generate_landing
     from esteira.training.candidates import expand_candidates
-    from esteira.training.steps import prepare_training
+    from esteira.stages.model_training import TrainingOptions, TrainingTrigger, prepare_training
 
     uc, remote = remote_belt["uc"], remote_belt["settings"]
     monkeypatch.setenv("ESTEIRA_HOME", str(tmp_path))
@@ -109,7 +109,7 @@ def test_local_and_databricks_paths_give_the_same_features_and_metrics(remote_be
     assert _content_hash(refreshed["table_uri"], keys) == _content_hash(remote.table_uri("churn", uc.features.table), keys)
 
     params = {"candidates": CANDIDATES}
-    training = prepare_training(uc, params, airflow, {})
+    training = prepare_training(uc, TrainingOptions.from_params(params), TrainingTrigger(), airflow)
     remote_metrics = {c["name"]: c["metrics"] for c in _xcoms(remote_belt["training"], "train_candidate")}
     for candidate in CANDIDATES:
         (spec,) = expand_candidates(uc, [candidate])

@@ -21,7 +21,7 @@ from airflow.providers.databricks.triggers.databricks import DatabricksExecution
 from airflow.sdk.exceptions import TaskDeferred
 
 from esteira.compute.databricks import StepFailed
-from esteira.compute.operator import STATE_KEY, EsteiraStepOperator
+from esteira.orchestration.operator import STATE_KEY, EsteiraStepOperator
 from esteira.config import load_usecase
 from esteira.features.generator import generate_landing
 

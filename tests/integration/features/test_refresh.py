@@ -9,8 +9,8 @@ from datetime import date, datetime
 
 import pytest
 
+from esteira import tables
 from esteira.config import load_usecase
-from esteira.features import store
 from esteira.features.catalog import describe_table, list_tables
 from esteira.features.generator import generate_landing
 from esteira.features.refresh import NoLandingData, TooManyBadRows, refresh_features
@@ -25,7 +25,7 @@ _JAN, _FEB = date(2026, 1, 1), date(2026, 2, 1)
 
 
 def _snapshot(uri: str, keys: list[str]) -> tuple[int, str]:
-    return store.row_count(uri), store.content_hash(uri, keys)
+    return tables.row_count(uri), tables.content_hash(uri, keys)
 
 
 def test_rerunning_an_interval_leaves_the_tables_identical(churn, settings):
@@ -38,7 +38,7 @@ def test_rerunning_an_interval_leaves_the_tables_identical(churn, settings):
     assert again.version > first.version  # a new commit...
     assert _snapshot(again.table_uri, _KEY) == features  # ...with the same content
     assert _snapshot(again.labels_uri, _KEY) == labels
-    assert store.row_count(again.quarantine_uri) == quarantine[0]
+    assert tables.row_count(again.quarantine_uri) == quarantine[0]
     assert features[0] == first.rows_written == first.raw_rows - first.rows_quarantined
 
 
@@ -73,7 +73,7 @@ def test_bad_rows_land_in_quarantine_with_their_reasons(settings):
 
     result = refresh_features(uc, settings, date(2026, 1, 1), date(2026, 1, 6), run_id="r1")
 
-    quarantine = store.read_table(result.quarantine_uri).sort_values("line")
+    quarantine = tables.read_table(result.quarantine_uri).sort_values("line")
     assert quarantine["reason"].tolist() == [
         "monthly_charges: not a number ('n/a')",
         "customer_id: missing value (not nullable)",
@@ -83,14 +83,14 @@ def test_bad_rows_land_in_quarantine_with_their_reasons(settings):
     assert set(quarantine["source_file"]) == {"events_2026-01-03.csv"}
     assert set(quarantine["run_id"]) == {"r1"}
     assert quarantine["monthly_charges"].tolist()[0] == "n/a"
-    features = store.read_table(result.table_uri)
+    features = tables.read_table(result.table_uri)
     assert (features["customer_id"] == 777).sum() == 1  # the good injected row
     assert result.rows_quarantined == 4
     assert result.raw_rows == result.rows_written + result.rows_quarantined
     assert len(features) == result.rows_written
 
     rerun = refresh_features(uc, settings, date(2026, 1, 1), date(2026, 1, 6), run_id="r2")
-    quarantine = store.read_table(rerun.quarantine_uri)
+    quarantine = tables.read_table(rerun.quarantine_uri)
     assert len(quarantine) == 4 and set(quarantine["run_id"]) == {"r2"}
 
 
@@ -102,21 +102,22 @@ def test_too_many_bad_rows_fail_the_run_naming_share_and_limit(settings):
         refresh_features(uc, settings, date(2026, 1, 1), date(2026, 1, 3), run_id="r")
     assert failure.value.share > 0.05
     quarantine = settings.table_uri("churn", "churn_features_quarantine")
-    assert store.row_count(quarantine) > 0  # the evidence is kept
+    assert tables.row_count(quarantine) > 0  # the evidence is kept
 
 
 def test_a_missing_events_file_fails_before_writing(churn, settings):
     (settings.landing_dir / "churn" / "events_2026-01-05.csv").unlink()
     with pytest.raises(FileNotFoundError, match="events_2026-01-05.csv"):
         refresh_features(churn, settings, _JAN, _FEB, run_id="r")
-    assert store.current_version(settings.table_uri("churn", "churn_features")) is None
+    assert tables.current_version(settings.table_uri("churn", "churn_features")) is None
 
 
 def test_an_interval_nothing_was_delivered_for_says_so(churn, settings):
     """A scheduled run before the upstream delivered: NoLandingData, which the job turns
     into a skipped task rather than a failure."""
-    from esteira.compute.job import SKIPPED, StepJob
+    from esteira.compute.job import StepJob
     from esteira.jobs import feature_refresh
+    from esteira.stages.results import NothingToDo
 
     with pytest.raises(NoLandingData, match=r"no raw events delivered for \[2026-06-01"):
         refresh_features(churn, settings, date(2026, 6, 1), date(2026, 6, 2), run_id="r")
@@ -124,7 +125,9 @@ def test_an_interval_nothing_was_delivered_for_says_so(churn, settings):
         "params": {"interval_start": "2026-06-01", "interval_end": "2026-06-02"},
         "airflow": {"run_id": "r"},
     })
-    assert feature_refresh.run(job)[SKIPPED].startswith("no raw events delivered for [2026-06-01")
+    nothing = feature_refresh.run(job)
+    assert isinstance(nothing, NothingToDo)
+    assert nothing.reason.startswith("no raw events delivered for [2026-06-01")
 
 
 def test_training_sets_are_point_in_time_and_record_the_versions(churn, settings):

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from esteira import tables
 from esteira.config import get_settings
 from esteira.monitoring.results import SCHEMA, read_history, write_result
 from tests.unit.monitoring.frames import churn_usecase
@@ -52,6 +53,8 @@ def test_rerun_replaces_the_row_of_its_window_and_version(esteira_home):
     }
     assert str(history["window_end"].dtype).startswith("datetime64")
     assert (settings.data_dir / "churn" / "monitoring" / "_delta_log").is_dir()
+    stored = tables.table_info(tables.table_uri(settings, uc, tables.MONITORING))
+    assert (stored["name"], stored["description"]) == ("monitoring", "churn monitoring")
 
 
 def test_row_with_unknown_or_missing_columns_is_refused(esteira_home):

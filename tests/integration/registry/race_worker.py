@@ -1,4 +1,5 @@
-"""A promotion in its own process, for the race test (a light module: spawn imports it)."""
+"""Registry transitions in their own processes, for the race and crash tests (a light
+module: spawn imports it)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,17 @@ def promote_in_process(uc_json, version, expected, barrier, results):
         results.put(("won", version))
     except transitions.ChampionMoved as exc:
         results.put(("moved", str(exc)))
+
+
+def transition_in_process(uc_json, action, kwargs, started, results):
+    """Run ``transitions.<action>(uc, **kwargs)``; say when it is about to, then how it ended:
+    ``("ok", value)``, or the exception's class name and message."""
+    from esteira.registry import transitions
+    from esteira.usecase import UseCase
+
+    uc = UseCase.model_validate_json(uc_json)
+    started.put(os.getpid())
+    try:
+        results.put(("ok", getattr(transitions, action)(uc, **kwargs)))
+    except Exception as exc:  # noqa: BLE001 - the parent asserts on whichever it was
+        results.put((type(exc).__name__, str(exc)))

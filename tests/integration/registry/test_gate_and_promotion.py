@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from esteira.evaluation.gate import evaluate_gate
 from esteira.registry import transitions as registry
 from esteira.training.fit import train_candidate
+from esteira.training.runs import start_parent_run
 from esteira.training.split import time_split
-from esteira.training.tracking import start_parent_run
 from esteira.usecase import RegistrySpec
 from tests.integration.registry.race_worker import promote_in_process
 from tests.unit.training.synthetic import churn_frame, churn_usecase, write_table
@@ -41,7 +41,10 @@ def _through_gate(uc, frame, lineage, candidate, mode=None, run="r"):
     parent = start_parent_run(uc, f"gate-{uc.model_name}", lineage, airflow)
     result = train_candidate(uc, candidate, frame, lineage, parent, airflow)
     test = time_split(uc, frame).test
-    gate = evaluate_gate(uc, result.run_id, result.model_uri, test, lineage, parent, mode)
+    champion = registry.current_champion(uc)
+    gate = evaluate_gate(
+        uc, result.run_id, result.model_uri, test, lineage, parent, champion=champion, mode=mode
+    )
     return result, gate, parent
 
 

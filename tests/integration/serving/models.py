@@ -52,15 +52,38 @@ def train(uc: UseCase, seed: int, rows: int = 400, kind: str = "forest"):
     return Pipeline([("pre", pre), ("clf", clf)]).fit(x, y), x
 
 
+def train_family(uc: UseCase, family: str, seed: int, rows: int = 600, params: dict | None = None):
+    """A candidate family's pipeline exactly as training builds it, on synthetic rows.
+
+    ``uc.problem_type`` decides the target: churn-like labels or a charge-like number.
+    """
+    from esteira.training.candidates import build_pipeline
+
+    x = frame(uc, rows, seed)
+    rng = np.random.default_rng(seed + 100)
+    if uc.problem_type == "regression":
+        y = x["monthly_charges"] * 0.3 - x["tickets_30d_sum"] / 10 + rng.normal(0, 1, rows)
+    else:
+        score = x["monthly_charges"] / 20 - x["tickets_30d_sum"] / 20 + (x["plan"] == "basic")
+        y = (score + rng.normal(0, 0.5, rows) > score.median()).astype(int)
+    pipeline = build_pipeline(uc, {"name": family, "family": family, "params": params or {}}, seed)
+    return pipeline.fit(x, y), x
+
+
 def register(uc: UseCase, trained) -> str:
-    """Log with signature and input example (cloudpickle: skops refuses trees) and register."""
+    """Log as training does (the probabilities flavor, signature, input example) and register.
+
+    cloudpickle rather than training's skops: loading goes through the same sklearn flavor.
+    """
     import mlflow
     from mlflow.models import infer_signature
+
+    from esteira.serving import pyfunc_flavor
 
     pipeline, x = trained
     example = x.head(5)
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
+        info = pyfunc_flavor.log_model(
             pipeline,
             name="model",
             signature=infer_signature(example, pipeline.predict(example)),
@@ -73,6 +96,6 @@ def register(uc: UseCase, trained) -> str:
 
 
 def set_champion(uc: UseCase, version: str) -> None:
-    from mlflow import MlflowClient
+    from esteira import tracking
 
-    MlflowClient().set_registered_model_alias(uc.model_name, "champion", version)
+    tracking.client().set_registered_model_alias(uc.model_name, "champion", version)

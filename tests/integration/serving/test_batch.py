@@ -9,9 +9,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 from pandas.testing import assert_frame_equal
 
+from esteira import tables
 from esteira.serving.batch import NoChampionError, score_batch
 from tests.integration.serving import models
 from tests.integration.serving.conftest import fresh_usecase
@@ -31,7 +32,7 @@ def write_features(uc, settings, days: int = 3, per_day: int = 20) -> pd.DataFra
 
 
 def predictions(settings, uc) -> pd.DataFrame:
-    frame = DeltaTable(settings.table_uri(uc.name, "predictions")).to_pandas()
+    frame = tables.read_table(tables.table_uri(settings, uc, tables.PREDICTIONS))
     return frame.sort_values([uc.entity, uc.timestamp, "model_version"]).reset_index(drop=True)
 
 
@@ -45,7 +46,7 @@ def test_scores_the_interval_with_the_champion(uc, settings, champion):
     assert result["model_version"] == champion
     assert result["table_uri"] == settings.table_uri(uc.name, "predictions")
     table = predictions(settings, uc)
-    assert result["version"] == DeltaTable(result["table_uri"]).version()
+    assert result["version"] == tables.current_version(result["table_uri"]) == 0
     inside = inside.sort_values([uc.entity, uc.timestamp]).reset_index(drop=True)
     assert table[uc.timestamp].tolist() == inside[uc.timestamp].tolist()
     model = mlflow.sklearn.load_model(f"models:/{uc.model_name}/{champion}")
@@ -68,6 +69,8 @@ def test_a_rerun_leaves_the_predictions_table_identical(uc, settings, champion):
     score_batch(uc, settings, start, end, run_id="manual__rerun")
 
     assert_frame_equal(predictions(settings, uc), before)
+    last = tables.history(tables.table_uri(settings, uc, tables.PREDICTIONS))[0]
+    assert last["operation"] == "MERGE" and last["operationMetrics"]["num_target_rows_updated"] == 0
 
 
 def test_an_empty_interval_scores_nothing(uc, settings, champion):

@@ -10,10 +10,11 @@ import mlflow.sklearn
 import pytest
 from mlflow import MlflowClient
 
+from esteira.tracking import create_child_run
 from esteira.training.candidates import expand_candidates
 from esteira.training.fit import select_best, train_candidate
 from esteira.training.reproduce import reproduce
-from esteira.training.tracking import create_child_run, start_parent_run
+from esteira.training.runs import start_parent_run
 from tests.unit.training.synthetic import (
     churn_frame,
     churn_usecase,

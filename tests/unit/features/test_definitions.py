@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from esteira.features.definitions import (
     compute_features,
     get_function,
     history_columns,
-    lookback_days,
+    history_start,
     register,
 )
 from esteira.usecase import FeatureDef
@@ -100,7 +102,7 @@ def test_a_use_case_can_register_its_own_function(churn_uc):
     })
     batch = Batch.build(frame.iloc[:1], frame.iloc[1:], "customer_id", "event_ts")
     assert compute_features(batch, uc)["low"].tolist() == [20.0]
-    assert lookback_days(uc) == 3
+    assert history_start(uc, datetime(2026, 1, 10)) == datetime(2026, 1, 7)
 
 
 def test_unknown_functions_fail_naming_the_feature(churn_uc):

@@ -9,7 +9,8 @@ import pyarrow.dataset as ds
 import pytest
 from deltalake import write_deltalake
 
-from esteira.monitoring.sampling import open_delta, open_parquet, sample_dataset, sample_frame
+from esteira import tables
+from esteira.monitoring.sampling import open_parquet, sample_dataset, sample_frame, sample_table
 from tests.unit.monitoring.frames import churn_frame
 
 
@@ -90,12 +91,22 @@ def test_columns_and_filter_limit_what_is_read(frame, tmp_path):
     assert sample.source_rows == int((frame["plan"] == "premium").sum())
 
 
+@pytest.mark.parametrize("stratify", [None, "churned"])
+def test_delta_read_in_batches_gives_the_in_memory_sample(frame, tmp_path, stratify):
+    uri = str(tmp_path / "features")
+    write_deltalake(uri, frame)
+    from_table = sample_table(uri, size=1500, seed=9, stratify_by=stratify, batch_rows=2048)
+    in_memory = sample_frame(tables.read_table(uri), size=1500, seed=9, stratify_by=stratify)
+    assert from_table.source_rows == 20_000
+    pd.testing.assert_frame_equal(from_table.frame, in_memory.frame)
+
+
 def test_delta_table_at_a_version(frame, tmp_path):
     uri = str(tmp_path / "features")
     write_deltalake(uri, frame.head(3000))
     write_deltalake(uri, frame.tail(5000), mode="append")
-    assert sample_dataset(open_delta(uri, version=0), size=10_000, seed=1).source_rows == 3000
-    latest = sample_dataset(open_delta(uri), size=1000, seed=1)
+    assert sample_table(uri, size=10_000, seed=1, version=0).source_rows == 3000
+    latest = sample_table(uri, size=1000, seed=1)
     assert (latest.source_rows, latest.sampled_rows) == (8000, 1000)
 
 
@@ -112,14 +123,13 @@ def test_empty_selection_gives_an_empty_sample(frame, tmp_path):
 def test_partitioned_delta_with_a_filter_on_partition_and_data_columns(frame, tmp_path):
     uri = str(tmp_path / "partitioned")
     write_deltalake(uri, frame.assign(day=np.arange(len(frame)) % 4), partition_by=["day"])
-    window = (ds.field("day") >= 2) & (ds.field("monthly_charges") > 50)
-    sample = sample_dataset(
-        open_delta(uri),
+    sample = sample_table(
+        uri,
         size=500,
         seed=1,
         columns=["day", "plan"],
         stratify_by="churned",
-        filter=window,
+        filters=[("day", ">=", 2), ("monthly_charges", ">", 50)],
     )
     expected = frame[(np.arange(len(frame)) % 4 >= 2) & (frame["monthly_charges"] > 50)]
     assert sample.source_rows == len(expected)

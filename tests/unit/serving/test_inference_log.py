@@ -9,7 +9,13 @@ import time
 import numpy as np
 
 from esteira.config import get_settings, get_usecase
-from esteira.serving.inference_log import InferenceLog, Record, log_dir, read_inference_log
+from esteira.serving.inference_log import (
+    InferenceLog,
+    Record,
+    log_dir,
+    read_inference_log,
+    record_bytes,
+)
 
 
 def record(request_id: str, at: dt.datetime, rows: int, version: str = "3") -> Record:
@@ -51,14 +57,36 @@ def test_records_land_in_date_partitions_and_read_back_in_order(tmp_path):
     assert one_day["request_id"].tolist() == ["c"]
 
 
-def test_append_never_blocks_and_counts_what_it_drops(tmp_path):
+def test_the_queue_is_bounded_by_bytes_and_append_never_blocks(tmp_path):
+    small, large = record("s", dt.datetime(2026, 3, 1), 1), record("l", dt.datetime(2026, 3, 1), 3)
+    limit = 2 * record_bytes(large) + record_bytes(small)
     dropped = []
-    log = InferenceLog(tmp_path, max_queue=2, on_drop=lambda: dropped.append(1))
+    log = InferenceLog(tmp_path, max_queue_bytes=limit, on_drop=lambda: dropped.append(1))
     started = time.perf_counter()
-    for i in range(5):
-        log.append(record(str(i), dt.datetime(2026, 3, 1), 1))
+    for _ in range(5):
+        log.append(large)
+    log.append(small)
     assert time.perf_counter() - started < 0.1
-    assert log.dropped == 3 and len(dropped) == 3
+    assert log.dropped == 3 and len(dropped) == 3  # two large ones fit, and the small one
+    assert log.queued_bytes == limit
+    log.start()
+    log.close()
+    assert log.queued_bytes == 0 and log.written_rows == 7
+
+
+def test_string_columns_parsed_by_mlflows_rules_are_logged_as_strings(tmp_path):
+    settings = dataclasses.replace(get_settings(), home=tmp_path)
+    uc = get_usecase("churn")
+    mixed = dataclasses.replace(record("m", dt.datetime(2026, 3, 1), 3), inputs={
+        "plan": np.array(["basic", float("nan"), 5], dtype=object),
+        "monthly_charges": np.array([1.0, 2.0, 3.0]),
+    })
+    log = InferenceLog(log_dir(settings, uc), flush_seconds=60)
+    log.start()
+    log.append(mixed)
+    log.close()
+    rows = read_inference_log(settings, uc, dt.datetime(2026, 3, 1), dt.datetime(2026, 3, 2))
+    assert rows["plan"].tolist() == ["basic", None, "5"]
 
 
 def test_flushes_on_its_own_without_close(tmp_path):

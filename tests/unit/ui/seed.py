@@ -34,7 +34,7 @@ def _candidate_run(uc: UseCase, dag_run: str, auc: float) -> tuple[str, str]:
     """A training run with the Airflow tags training sets, and a model artifact to register."""
     from mlflow import MlflowClient
 
-    from esteira.training.tracking import ensure_experiment
+    from esteira.tracking import ensure_experiment
 
     client = MlflowClient()
     experiment = ensure_experiment(client, f"{uc.name}-training")
@@ -49,7 +49,13 @@ def _candidate_run(uc: UseCase, dag_run: str, auc: float) -> tuple[str, str]:
     return run_id, f"runs:/{run_id}/model"
 
 
-def _gate(auc: float, champion: int | None) -> dict[str, Any]:
+def _metrics(auc: float) -> dict[str, float]:
+    return {"roc_auc": auc, "log_loss": round(1 - auc, 4), "accuracy_score": 0.7}
+
+
+def _gate(uc: UseCase, auc: float, champion: int | None, champion_auc: float | None) -> dict[str, Any]:
+    """The gate's result for a candidate of ``auc``; the champion scores ``champion_auc`` on
+    the same test set (below its own test score: the test set is newer)."""
     return {
         "passed": True,
         "mode": "enabled",
@@ -57,9 +63,10 @@ def _gate(auc: float, champion: int | None) -> dict[str, Any]:
         "reasons": [],
         "table": "",
         "champion_version": champion,
-        "candidate_metrics": {"roc_auc": auc, "log_loss": round(1 - auc, 4), "accuracy_score": 0.7},
-        "champion_metrics": {},
+        "candidate_metrics": _metrics(auc),
+        "champion_metrics": _metrics(champion_auc) if champion_auc is not None else {},
         "dataset_digest": f"digest{int(auc * 1000)}",
+        "thresholds": [rule.model_dump() for rule in uc.gate.thresholds],
     }
 
 
@@ -83,7 +90,8 @@ def seed_registry(uc: UseCase, settings: Settings, dag_run: str = TRAINING_DAG_R
         run_id, model_uri = _candidate_run(uc, dag_run, auc)
         versions.append(
             transitions.register_challenger(
-                uc, run_id, model_uri, _lineage(settings, uc, 3 + index), _gate(auc, champion)
+                uc, run_id, model_uri, _lineage(settings, uc, 3 + index),
+                _gate(uc, auc, champion, None if champion is None else auc - 0.03),
             )
         )
         if index == 0:

@@ -147,3 +147,21 @@ def test_page_shows_versions_lineage_chart_and_escapes_text(seeded):
     assert html.count('class="step"') == 5
     assert html.count("<circle") == WINDOWS and "threshold 0.25" in html
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_each_version_and_promotion_shows_the_gates_comparison_not_its_own_metrics(seeded):
+    """v2 scored 0.78 on its own test set and v1 0.71 on an older one; what decided was both
+    on v2's test set (v1 at 0.75 there), with the thresholds that applied."""
+    uc, settings, versions, _ = seeded
+    view = overview.usecase_overview(uc, settings)
+    rows = {row["metric"]: row for row in view["champion"]["gate"]["comparison"]}
+    assert list(rows) == ["roc_auc", "log_loss"]
+    assert (rows["roc_auc"]["candidate"], rows["roc_auc"]["champion"]) == (0.78, pytest.approx(0.75))
+    assert rows["roc_auc"]["rule"] == ">= 0.6; no worse than champion"
+    assert rows["log_loss"]["better"] == "lower"
+    promotions = [e for e in view["history"] if e["action"] == "promote"]
+    assert [e["compared_champion"] for e in promotions] == [str(versions["first"]), "none"]
+    assert promotions[1]["comparison"][0]["champion"] is None
+    html = render_page([view], "2026-03-01T00:00:00+00:00", settings.mlflow_ui_url)
+    assert html.count('class="gate-comparison"') == 2 + len(promotions)
+    assert f"champion v{versions['first']}" in html and "no worse than champion" in html

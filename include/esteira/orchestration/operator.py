@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from esteira.orchestration.context import skip_if_nothing
+
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import RunState
     from airflow.sdk import Context
@@ -99,7 +101,7 @@ class EsteiraStepOperator(BaseOperator):
         if backend == "local":
             from esteira.compute.local import LocalBackend
 
-            return _skip_if_nothing_to_do(LocalBackend().run(job))
+            return skip_if_nothing(LocalBackend().run(job))
         return self._execute_databricks(context, job)
 
     def _job_arguments(self, context: Context) -> dict:
@@ -202,19 +204,9 @@ class EsteiraStepOperator(BaseOperator):
         store = context.get("task_state_store")
         if store is not None:
             store.delete(STATE_KEY)
-        return _skip_if_nothing_to_do(result)
+        return skip_if_nothing(result)
 
     def on_kill(self) -> None:
         if self.run_id is not None:
             self.log.info("task killed: cancelling Databricks run %s", self.run_id)
             self._remote().cancel(self.run_id)
-
-
-def _skip_if_nothing_to_do(result: dict) -> dict:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from esteira.compute.job import SKIPPED
-
-    if SKIPPED in result:
-        raise AirflowSkipException(result[SKIPPED])
-    return result

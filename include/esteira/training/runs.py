@@ -1,12 +1,12 @@
-"""MLflow bookkeeping shared by training, the gate and reproduction.
+"""The training runs in MLflow: one parent run per DAG run, what every candidate run is
+tagged with, and the datasets each logs. Reproduction reads back what these write.
 
-Everything goes through ``MlflowClient`` with explicit run ids: the fluent API keeps one
-global active run per process and is not thread-safe, and candidate runs may be concurrent.
+Shared MLflow plumbing (the client, experiments, child runs, the Delta dataset) is in
+``esteira.tracking``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import subprocess
@@ -15,54 +15,32 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from mlflow import MlflowClient
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
-from mlflow.data.pandas_dataset import PandasDataset, from_pandas
+from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import DatasetInput, InputTag
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
-from mlflow.utils.mlflow_tags import (
-    MLFLOW_DATASET_CONTEXT,
-    MLFLOW_GIT_COMMIT,
-    MLFLOW_PARENT_RUN_ID,
-    MLFLOW_RUN_NAME,
-)
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT
 
+from esteira import tracking
+from esteira.tracking import (
+    AIRFLOW_PREFIX,
+    DIGEST_PREFIX,
+    TAG_AIRFLOW_DAG_ID,
+    TAG_AIRFLOW_RUN_ID,
+    TAG_CONFIG_SHA,
+    TAG_ROLE,
+    ensure_experiment,
+    lineage_dict,
+)
 from esteira.usecase import UseCase
 
-TAG_ROLE = "esteira.role"
 TAG_USECASE = "esteira.usecase"
 TAG_CANDIDATE = "esteira.candidate"
-TAG_CONFIG_SHA = "esteira.config_sha256"
 TAG_MODEL_URI = "esteira.model_uri"
 TAG_SEED = "esteira.seed"
 LINEAGE_PREFIX = "lineage."
-DIGEST_PREFIX = "esteira.dataset_digest."
-AIRFLOW_KEYS = ("dag_id", "run_id", "try_number", "map_index")
 CONFIG_ARTIFACT = "esteira/usecase.json"
 CANDIDATE_ARTIFACT = "esteira/candidate.json"
 LINEAGE_ARTIFACT = "esteira/lineage.json"
-
-
-def lineage_dict(lineage: Any) -> dict[str, Any]:
-    """A TrainingSetRef (dataclass), a pydantic model or a mapping, as a JSON-able dict.
-
-    It must name the feature table: ``table_uri`` and ``version`` (its Delta version).
-    """
-    if dataclasses.is_dataclass(lineage):
-        raw = dataclasses.asdict(lineage)
-    elif hasattr(lineage, "model_dump"):
-        raw = lineage.model_dump()
-    else:
-        raw = dict(lineage)
-    missing = [key for key in ("table_uri", "version") if raw.get(key) is None]
-    if missing:
-        raise ValueError(f"lineage lacks {', '.join(missing)}: got keys {sorted(raw)}")
-    return {
-        key: value if isinstance(value, int | float | str | bool) or value is None else str(value)
-        for key, value in raw.items()
-    }
 
 
 def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
@@ -71,7 +49,7 @@ def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
 
 def airflow_tags(airflow: Mapping[str, Any] | None) -> dict[str, str]:
     """``{"dag_id", "run_id", "try_number", "map_index"}`` -> ``airflow.<key>`` tags."""
-    return {f"airflow.{k}": str(v) for k, v in (airflow or {}).items() if v is not None}
+    return {f"{AIRFLOW_PREFIX}{k}": str(v) for k, v in (airflow or {}).items() if v is not None}
 
 
 def config_json(uc: UseCase) -> str:
@@ -103,19 +81,6 @@ def common_tags(uc: UseCase) -> dict[str, str]:
     }
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The experiment's id, created if missing (tolerating a concurrent creator)."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException as exc:
-        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-        return client.get_experiment_by_name(name).experiment_id
-
-
 def start_parent_run(
     uc: UseCase,
     experiment: str,
@@ -127,7 +92,7 @@ def start_parent_run(
     A retried task with the same Airflow dag_id and run_id gets the same parent back, so
     the candidates of one DAG run never spread over two parents.
     """
-    client = MlflowClient()
+    client = tracking.client()
     experiment_id = ensure_experiment(client, experiment)
     lineage = lineage_dict(lineage)
     airflow = dict(airflow or {})
@@ -136,8 +101,8 @@ def start_parent_run(
             [experiment_id],
             filter_string=(
                 f"tags.`{TAG_ROLE}` = 'parent' "
-                f"and tags.`airflow.dag_id` = '{airflow['dag_id']}' "
-                f"and tags.`airflow.run_id` = '{airflow['run_id']}'"
+                f"and tags.`{TAG_AIRFLOW_DAG_ID}` = '{airflow['dag_id']}' "
+                f"and tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow['run_id']}'"
             ),
             max_results=1,
         )
@@ -162,39 +127,7 @@ def start_parent_run(
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     """End a run (the parent after the gate): FINISHED, FAILED or KILLED."""
-    MlflowClient().set_terminated(run_id, status)
-
-
-def create_child_run(
-    client: MlflowClient, parent_run_id: str, name: str, role: str, tags: Mapping[str, str]
-) -> str:
-    parent = client.get_run(parent_run_id)
-    run = client.create_run(
-        parent.info.experiment_id,
-        run_name=name,
-        tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: name, TAG_ROLE: role, **tags},
-    )
-    return run.info.run_id
-
-
-class _DeltaTableSource(DeltaDatasetSource):
-    """MLflow's Delta source drops version 0 from its dict (``if version:``); keep it."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "delta_table_version": self.delta_table_version}
-
-
-def delta_dataset(
-    frame: pd.DataFrame, columns: list[str], target: str, lineage: Mapping[str, Any], name: str
-) -> PandasDataset:
-    """The model's view of one split (features + label) whose source is the Delta table
-    at the recorded version; the digest is of exactly these columns, so the gate's test
-    dataset and the training run's test dataset carry the same digest."""
-    source = _DeltaTableSource(
-        path=str(lineage["table_uri"]), delta_table_version=int(lineage["version"])
-    )
-    data = frame[[*columns, target]].reset_index(drop=True)
-    return from_pandas(data, source=source, targets=target, name=name)
+    tracking.client().set_terminated(run_id, status)
 
 
 def log_datasets(client: MlflowClient, run_id: str, datasets: Mapping[str, PandasDataset]) -> None:

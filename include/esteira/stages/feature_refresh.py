@@ -1,0 +1,20 @@
+"""The feature-refresh DAG's step: validate and compute the window's raw events into the
+Delta feature table (in the worker, or as a Databricks run of `esteira.jobs.feature_refresh`)."""
+
+from __future__ import annotations
+
+from esteira.stages.results import NothingToDo, StageResult, to_reference
+from esteira.stages.window import RunWindow
+from esteira.usecase import UseCase
+
+
+def refresh(uc: UseCase, window: RunWindow, run_id: str) -> StageResult:
+    """Refresh ``window``; NothingToDo when nothing was delivered for it yet."""
+    from esteira.config import get_settings
+    from esteira.features.refresh import NoLandingData, refresh_features
+
+    try:
+        result = refresh_features(uc, get_settings(), window.start, window.end, run_id=run_id)
+    except NoLandingData as nothing:
+        return NothingToDo(str(nothing))
+    return to_reference(result)
