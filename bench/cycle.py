@@ -250,7 +250,9 @@ def demo_and_page(env: dict[str, str]) -> dict[str, float]:
 def _side(side: str, env: dict[str, str]) -> float:
     """One run of one side, in its own interpreter so neither warms the other's imports."""
     out = subprocess.run([sys.executable, __file__, "--side", side, "--env", json.dumps(env)],
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the {side} side failed (home {env['ESTEIRA_HOME']}):\n{out.stderr[-3000:]}")
     shutil.rmtree(env["ESTEIRA_HOME"], ignore_errors=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 

@@ -21,6 +21,7 @@ from airflow.sdk import Param, dag, task
 
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
+from esteira.orchestration.pools import registry_pool
 
 
 def _params(uc) -> dict:
@@ -38,6 +39,8 @@ def _params(uc) -> dict:
 
 def model_promotion(uc):
     challenger, champion = assets.challenger(uc), assets.champion(uc)
+    # One slot per model: its promotions, rollbacks and deploys never overlap, on any executor.
+    pool = registry_pool(uc)
 
     @dag(schedule=[challenger], params=_params(uc), **dag_kwargs(uc, "model_promotion", __doc__))
     def _dag():
@@ -79,7 +82,7 @@ def model_promotion(uc):
             timeout = uc.registry.approval_timeout_hours
             return skip_if_nothing(model_promotion.record_decision(uc, candidate, answer, timeout))
 
-        @task(outlets=[champion])
+        @task(outlets=[champion], pool=pool)
         def promote_challenger(candidate: dict, decision: dict, **context) -> dict:
             from esteira.orchestration.context import publish
             from esteira.stages.model_promotion import Approval, promote
@@ -87,7 +90,7 @@ def model_promotion(uc):
             approved = Approval.recorded(decision)
             return publish(context, champion, promote(uc, candidate, approved, context["run_id"]))
 
-        @task
+        @task(pool=pool)
         def deploy_champion(promoted: dict) -> dict:
             from esteira.stages.model_promotion import deploy
 

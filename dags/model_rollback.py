@@ -13,10 +13,12 @@ from airflow.sdk import Param, dag, task
 
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
+from esteira.orchestration.pools import registry_pool
 
 
 def model_rollback(uc):
     champion = assets.champion(uc)
+    pool = registry_pool(uc)  # shared with promotion: one alias change of the model at a time
     params = {
         "rollback_to_version": Param(
             1, type="integer", minimum=1, title="Roll back to version",
@@ -29,7 +31,7 @@ def model_rollback(uc):
 
     @dag(schedule=None, params=params, **dag_kwargs(uc, "model_rollback", __doc__))
     def _dag():
-        @task(outlets=[champion])
+        @task(outlets=[champion], pool=pool)
         def rollback_champion(**context) -> dict:
             from esteira.orchestration.context import publish, triggering_user
             from esteira.stages.model_rollback import roll_back
@@ -38,7 +40,7 @@ def model_rollback(uc):
             restored = roll_back(uc, int(params["rollback_to_version"]), triggering_user(context), params["reason"])
             return publish(context, champion, restored)
 
-        @task
+        @task(pool=pool)
         def deploy_champion(restored: dict) -> dict:
             from esteira.stages.model_rollback import deploy
 

@@ -148,6 +148,70 @@ def _registry_history(args) -> int:
     return 0
 
 
+def _init(args) -> int:
+    from esteira.config import get_settings
+    from esteira.onboarding import init_usecase
+
+    path = init_usecase(get_settings(), args.name, args.source, args.entity, args.timestamp,
+                        args.target, args.grain, force=args.force)
+    print(f"wrote {path}\nnext: review the lines marked REVIEW, then: esteira check {args.name}")
+    return 0
+
+
+def _check(args) -> int:
+    from esteira.config import get_settings, get_usecase
+    from esteira.onboarding import check_usecase
+
+    settings = get_settings()
+    report = check_usecase(get_usecase(args.usecase, settings), settings)
+    print("\n".join(report.lines))
+    if report.problems:
+        print(f"{len(report.problems)} problem(s): fix them before esteira enable {args.usecase}")
+        return 1
+    print(f"ok: a first refresh would succeed; next: esteira enable {args.usecase}")
+    return 0
+
+
+def _enable(args) -> int:
+    from esteira.config import get_settings, get_usecase
+    from esteira.onboarding import enable
+    from esteira.stack.airflow_api import AirflowClient
+
+    settings = get_settings()
+    enable(get_usecase(args.usecase, settings), AirflowClient.for_settings(settings))
+    return 0
+
+
+def _approve(args) -> int:
+    from esteira.config import get_settings, get_usecase
+    from esteira.onboarding import approve
+    from esteira.stack.airflow_api import AirflowClient
+
+    settings = get_settings()
+    answer = approve(get_usecase(args.usecase, settings), AirflowClient.for_settings(settings),
+                     args.reason, reject=args.reject, wait=args.wait)
+    done = "rejected" if args.reject else "approved"
+    print(f"{done} {answer['dag_id']} run {answer['run_id']}: {answer['subject']}")
+    if answer["state"]:
+        print(f"{answer['dag_id']} run {answer['run_id']}: {answer['state']}")
+        return 0 if answer["state"] == "success" else 1
+    return 0
+
+
+def _runs(args) -> int:
+    from esteira.config import get_settings, get_usecase
+    from esteira.onboarding import runs
+    from esteira.stack.airflow_api import AirflowClient
+
+    settings = get_settings()
+    rows = runs(get_usecase(args.usecase, settings), AirflowClient.for_settings(settings), settings, args.limit)
+    if not rows:
+        print(f"no runs yet for {args.usecase} (esteira enable {args.usecase} starts them)")
+    for row in rows:
+        print(f"{row['dag_id']:<40} {row['state']:<10} {row['start'] or '-':<33} {row['link']}")
+    return 0
+
+
 def _demo(args) -> int:
     from esteira.demo import DemoError, run_demo
 
@@ -198,6 +262,39 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--json", action="store_true", help="one JSON object per decision")
     hist.set_defaults(func=_registry_history)
 
+    init = sub.add_parser("init", help="write a new use case's YAML from a data file or Delta table")
+    init.add_argument("name")
+    init.add_argument("--from", dest="source", required=True, help="a CSV/Parquet file, folder, glob or Delta table")
+    init.add_argument("--entity", required=True, help="the column naming who a row is about")
+    init.add_argument("--timestamp", required=True, help="the column saying when (date, datetime, year, YYYY-MM)")
+    init.add_argument("--target", required=True, help="the column to predict (0/1, or a number)")
+    init.add_argument("--grain", choices=["event", "day", "week", "month", "year"],
+                      help="one row per event, or per entity and period (default: inferred)")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(func=_init)
+
+    check = sub.add_parser("check", help="validate a use case and show what a first refresh would do")
+    check.add_argument("usecase")
+    check.set_defaults(func=_check)
+
+    enable = sub.add_parser("enable", help="unpause every DAG of a use case together")
+    enable.add_argument("usecase")
+    enable.set_defaults(func=_enable)
+
+    approve = sub.add_parser("approve", help="answer a use case's pending promotion approval")
+    approve.add_argument("usecase")
+    approve.add_argument("--reject", action="store_true")
+    approve.add_argument("--reason", required=True, help="recorded with the decision")
+    approve.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                         help="wait this long for training to ask, then for the promotion to end "
+                         "(default: answer only what waits now)")
+    approve.set_defaults(func=_approve)
+
+    runs = sub.add_parser("runs", help="the latest runs of a use case's DAGs, with links")
+    runs.add_argument("usecase")
+    runs.add_argument("--limit", type=int, default=3, help="runs per DAG")
+    runs.set_defaults(func=_runs)
+
     demo = sub.add_parser("demo", help="run the whole belt through the scheduler")
     demo.add_argument("--short", action="store_true", help="fewer days, for CI")
     demo.set_defaults(func=_demo)
@@ -207,12 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from esteira.config import ConfigError
+    from esteira.onboarding import OnboardingError
+    from esteira.stack.airflow_api import AirflowApiError
     from esteira.stack.process import ServiceError
 
     # Commands that read MLflow go through esteira.tracking: the stack's server, never ./mlruns.
     try:
         return args.func(args)
-    except (ConfigError, ServiceError) as exc:
+    except (ConfigError, ServiceError, OnboardingError, AirflowApiError) as exc:
         print(f"esteira: {exc}", file=sys.stderr)
         return 2
 

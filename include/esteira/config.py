@@ -6,7 +6,9 @@ use-case YAML for what differs per model, Airflow Params for what a person picks
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +70,8 @@ class Settings:
         return str(self.data_dir / usecase / table)
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
+def _int(name: str, default: int, env: Mapping[str, str] = os.environ) -> int:
+    raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -79,13 +81,18 @@ def _int(name: str, default: int) -> int:
 
 
 def get_settings() -> Settings:
-    """Read the settings from the environment (cheap; call it where needed, not at import)."""
+    """Read the settings from the environment (cheap; call it where needed, not at import).
+
+    A variable not set falls back to what the stack in ESTEIRA_HOME was started with
+    (:func:`remember_settings`), so a new shell sees the same use cases and ports.
+    """
     home = Path(os.environ.get("ESTEIRA_HOME") or _REPO_ROOT / ".esteira").resolve()
-    airflow_port = _int("ESTEIRA_AIRFLOW_PORT", 8080)
-    mlflow_port = _int("ESTEIRA_MLFLOW_PORT", 5000)
-    server_port = _int("ESTEIRA_MODEL_SERVER_PORT", 5001)
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{mlflow_port}"
-    backend = os.environ.get("ESTEIRA_COMPUTE_BACKEND", "local")
+    env = {**remembered_settings(home), **os.environ}
+    airflow_port = _int("ESTEIRA_AIRFLOW_PORT", 8080, env)
+    mlflow_port = _int("ESTEIRA_MLFLOW_PORT", 5000, env)
+    server_port = _int("ESTEIRA_MODEL_SERVER_PORT", 5001, env)
+    tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{mlflow_port}"
+    backend = env.get("ESTEIRA_COMPUTE_BACKEND", "local")
     if backend not in ("local", "databricks"):
         raise ConfigError(
             f"environment variable ESTEIRA_COMPUTE_BACKEND={backend!r}: use 'local' or 'databricks'"
@@ -93,21 +100,48 @@ def get_settings() -> Settings:
     return Settings(
         home=home,
         usecases_dir=Path(
-            os.environ.get("ESTEIRA_USECASES_DIR") or _REPO_ROOT / "include" / "usecases"
+            env.get("ESTEIRA_USECASES_DIR") or _REPO_ROOT / "include" / "usecases"
         ).resolve(),
         airflow_port=airflow_port,
         mlflow_port=mlflow_port,
         model_server_port=server_port,
         tracking_uri=tracking_uri,
-        registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri,
+        registry_uri=env.get("MLFLOW_REGISTRY_URI") or tracking_uri,
         compute_backend=backend,
-        model_server_url=os.environ.get("ESTEIRA_MODEL_SERVER_URL")
+        model_server_url=env.get("ESTEIRA_MODEL_SERVER_URL")
         or f"http://127.0.0.1:{server_port}",
-        model_server_api_key=os.environ.get("ESTEIRA_MODEL_SERVER_API_KEY", ""),
-        airflow_url=os.environ.get("ESTEIRA_AIRFLOW_URL") or f"http://127.0.0.1:{airflow_port}",
-        mlflow_ui_url=os.environ.get("ESTEIRA_MLFLOW_UI_URL") or tracking_uri,
-        table_root=Path(os.environ["ESTEIRA_TABLE_ROOT"]) if os.environ.get("ESTEIRA_TABLE_ROOT") else None,
+        model_server_api_key=env.get("ESTEIRA_MODEL_SERVER_API_KEY", ""),
+        airflow_url=env.get("ESTEIRA_AIRFLOW_URL") or f"http://127.0.0.1:{airflow_port}",
+        mlflow_ui_url=env.get("ESTEIRA_MLFLOW_UI_URL") or tracking_uri,
+        table_root=Path(env["ESTEIRA_TABLE_ROOT"]) if env.get("ESTEIRA_TABLE_ROOT") else None,
     )
+
+
+_REMEMBERED = "settings.json"
+# What `esteira up` writes down; secrets (API keys, AIRFLOW_CONN_*) stay in the environment.
+_REMEMBERED_VARIABLES = (
+    "ESTEIRA_USECASES_DIR", "ESTEIRA_TABLE_ROOT", "ESTEIRA_AIRFLOW_PORT", "ESTEIRA_MLFLOW_PORT",
+    "ESTEIRA_MODEL_SERVER_PORT", "ESTEIRA_MODEL_SERVER_URL", "ESTEIRA_COMPUTE_BACKEND", "ESTEIRA_AIRFLOW_URL", "ESTEIRA_MLFLOW_UI_URL",
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+)
+
+
+def remembered_settings(home: Path) -> dict[str, str]:
+    """The variables the stack in ``home`` was started with (empty when none was)."""
+    try:
+        return json.loads((home / _REMEMBERED).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_settings(settings: Settings) -> Path:
+    """Write down the variables set now (the use-case folder resolved) in the home."""
+    values = {k: os.environ[k] for k in _REMEMBERED_VARIABLES if os.environ.get(k)}
+    values["ESTEIRA_USECASES_DIR"] = str(settings.usecases_dir)
+    path = settings.home / _REMEMBERED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _describe(error: dict) -> str:

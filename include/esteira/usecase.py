@@ -165,9 +165,17 @@ class TrainingSpec(_Strict):
     primary_metric: str
     greater_is_better: bool = True
     window_days: int = Field(60, gt=0)
+    window: str | None = Field(None, description="'24 periods' or '365d'; overrides window_days")
     seed: int = 42
     split: SplitSpec = SplitSpec()
     candidates: list[CandidateSpec] = Field(min_length=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window_format(cls, value: str | None) -> str | None:
+        if value is not None and (not WINDOW.fullmatch(value) or "event" in value):
+            raise ValueError("training.window must look like '365d' or '24 periods'")
+        return value
 
 
 class MetricThreshold(_Strict):

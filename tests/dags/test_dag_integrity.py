@@ -92,6 +92,26 @@ def test_every_approval_answer_and_its_timeout_reach_record_decision(dagbag):
     assert dag.task_dict["promote_challenger"].upstream_task_ids == {"read_challenger", "record_decision"}
 
 
+def test_the_approval_tasks_answers_read_back_as_approved_rejected_or_timed_out(dagbag):
+    """What the HITL task returns on resume (a person's answer, or the scheduler's default
+    after the timeout, with no user) is what record_decision is handed."""
+    import datetime as dt
+
+    from esteira.orchestration.context import approval
+    from esteira.stages.model_promotion import Approval
+
+    approve = dagbag.dags["churn__model_promotion"].task_dict["approve_promotion"]
+
+    def resumed(option: str, user: dict | None, reason: str = "") -> dict:
+        event = {"chosen_options": [option], "params_input": {"reason": reason},
+                 "responded_at": dt.datetime.now(dt.UTC), "responded_by_user": user, "timedout": user is None}
+        return approve.execute_complete({}, event)
+
+    assert approval(resumed("Approve", {"id": "1", "name": "ana"}, "better")) == Approval("ana", "better")
+    assert approval(resumed("Reject", {"id": "2", "name": "bia"}, "worse")) == Approval("bia", "worse", "rejected")
+    assert approval(resumed("Reject", None)).decision == "timed_out"
+
+
 def test_every_param_has_a_schema_the_trigger_form_renders_as_an_editor(dagbag):
     """Airflow's form shows an array without ``items`` (or with string items) as lines of
     text, so a list of objects reads "[object Object]": structured values need object items."""

@@ -182,7 +182,8 @@ def evaluate_gate(
 
     ``mode`` overrides ``uc.gate.mode`` (a per-run Param). The comparison table and the
     result are logged on the parent run and returned; ``champion_version`` is the version
-    the promotion must still find as champion (compare-and-set).
+    the promotion must still find as champion (compare-and-set). With ``champion.run_id``
+    a candidate trained exactly as the champion was is *nothing new* before any evaluation.
     """
     mode = mode or uc.gate.mode
     champion_version = champion.version if champion is not None else None

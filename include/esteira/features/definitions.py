@@ -11,6 +11,8 @@ Windows are durations (``7d``, ``12h``, ``2w``), periods of the use case's grain
 of the entity (``2 events``). ``closed: right`` is ``(t - w, t]``, the row itself
 included; ``closed: left`` is ``(t - w, t)``: strictly before the row's own time (and,
 for periods, before its period), so "tickets before this event" never sees this event.
+N periods or N events are always N of them: with ``closed: left``, the N before the
+row's own (``3 periods`` in July: April, May, June); with ``right``, May, June, July.
 
 Registering your own function::
 
@@ -227,14 +229,18 @@ class Batch:
 
     def window_bounds(self, window: str, closed: str = "right") -> tuple[np.ndarray, np.ndarray]:
         """Row ranges [start, end) of each target row's window: ``(t - w, t]`` when
-        ``closed`` is right, ``(t - w, t)`` when left (empty ranges are possible)."""
+        ``closed`` is right, ``(t - w, t)`` when left (empty ranges are possible); a
+        window of N periods or events holds N of them, the row's own one or not."""
         parsed = parse_window(window)
         if parsed.unit == "events":
             end = self.rows + (1 if closed == "right" else 0)
             return np.maximum(end - parsed.count, self.first), end
         keys = self.keys if parsed.unit == "seconds" else self.period_keys
         target = keys[self.rows]
-        start = np.searchsorted(keys, target - parsed.count, side="right")
+        # N periods are N whole periods either way: the row's own and N - 1 before it, or
+        # the N before it.
+        side = "left" if parsed.unit == "periods" and closed == "left" else "right"
+        start = np.searchsorted(keys, target - parsed.count, side=side)
         end = self.rows + 1 if closed == "right" else np.searchsorted(keys, target, side="left")
         return start, end
 

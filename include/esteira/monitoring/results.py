@@ -75,7 +75,19 @@ def write_result(settings: Settings, uc: UseCase, row: Mapping[str, Any]) -> int
             keys=list(_KEYS),
         )
         return tables.append(uri, data, info)
+    _add_new_columns(uri)
     return tables.merge(uri, data, _KEYS, SCHEMA, None)["version"]
+
+
+def _add_new_columns(uri: str) -> None:
+    """Add the columns a table written by an older release lacks (null in its old rows): a
+    merge would silently drop them. It belongs in tables.py once the seam evolves schemas."""
+    from deltalake import Field
+
+    present = set(tables.arrow_schema(uri).names)
+    missing = [Field.from_arrow(field) for field in SCHEMA if field.name not in present]
+    if missing:
+        tables.open_table(uri).alter.add_columns(missing)
 
 
 def read_history(settings: Settings, uc: UseCase) -> pd.DataFrame:

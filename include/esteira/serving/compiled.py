@@ -136,18 +136,22 @@ class CompiledModel:
         """
         if rows == 0:
             return False
-        for name, is_string in self._columns:
-            if not is_string:
-                values = np.asarray(columns[name], dtype=np.float64)
-                if (np.abs(values) > _FLOAT32_SAFE).any():  # NaN compares False: imputed
-                    return False
-        return True
+        numbers = [columns[name] for name, is_string in self._columns if not is_string]
+        if not numbers:
+            return True
+        try:
+            values = np.concatenate(numbers).astype(np.float64, copy=False)
+        except (TypeError, ValueError):
+            return False
+        return not (np.abs(values) > _FLOAT32_SAFE).any()  # NaN compares False: it is imputed
 
-    def run(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (or regression values) and, for a classifier, the class probabilities."""
-        out = self._session.run(self._outputs, self.feed(columns))
-        values = out[0].ravel()
-        return _shortest(values), (_shortest(out[1]) if len(out) == 2 else None)
+    def run(self, columns: Mapping[str, np.ndarray], probabilities: bool = True
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (or regression values) and, for a classifier asked for them, the class
+        probabilities."""
+        wanted = self._outputs if probabilities else self._outputs[:1]
+        out = self._session.run(wanted, self.feed(columns))
+        return _shortest(out[0].ravel()), (_shortest(out[1]) if len(out) == 2 else None)
 
     def feed(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {

@@ -180,8 +180,11 @@ def _input_column(values: np.ndarray):
 
     if values.dtype != object:
         return pa.array(values)
-    return pa.array([v if isinstance(v, str) else None if v is None or v != v else str(v)
-                     for v in values.tolist()], type=pa.string())
+    try:
+        return pa.array(values, type=pa.string(), from_pandas=True)  # str, None, NaN: in C
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([v if isinstance(v, str) else None if v is None or v != v else str(v)
+                         for v in values.tolist()], type=pa.string())
 
 
 def _predictions(group: list[Record]):

@@ -139,7 +139,7 @@ def score_batch(jobs: Sequence[tuple[LoadedModel, protocol.Request]]) -> list[An
 def _predict(model: LoadedModel, inputs: protocol.Inputs, probabilities: bool) -> tuple[np.ndarray, Any]:
     if model.compiled is not None and model.compiled.takes(inputs.columns, inputs.rows):
         try:
-            return model.compiled.run(inputs.columns)
+            return model.compiled.run(inputs.columns, probabilities)
         except Exception as exc:  # onnxruntime refused an input sklearn may take: let it decide
             _log.warning("%s: the compiled model failed (%s); scoring with sklearn", model.uri, exc)
     frame = inputs.frame()

@@ -21,14 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
 import os
 import sys
 import threading
-import time
-import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
@@ -39,7 +39,9 @@ from fastapi.responses import Response
 
 from esteira.config import Settings, get_settings, get_usecase
 from esteira.serving import protocol
-from esteira.serving.inference_log import InferenceLog, Record, log_dir
+from esteira.serving.inference_log import InferenceLog, log_dir
+from esteira.serving.invocations import PATH as INVOCATIONS
+from esteira.serving.invocations import Admission, InvocationsMiddleware, Limits
 from esteira.serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
 from esteira.serving.model_loader import LoadedModel, load_version, resolve_alias
 from esteira.serving.openapi import invocations_schema
@@ -102,6 +104,9 @@ class ModelSlot:
                 if version != previous:
                     loaded = load_version(self.settings, self.name, version, self.compiled_threads)
                     self.model = loaded
+                    # What is loaded now lives as long as the model: keep the cyclic GC from
+                    # walking it on every collection (a full one took tens of ms mid-request).
+                    gc.freeze()
                     self.metrics.set_model(loaded.name, loaded.version, loaded.run_id,
                                            "onnx" if loaded.compiled is not None else "sklearn")
                     _log.info("serving %s (was %s) with %s", loaded.uri, previous,
@@ -125,31 +130,6 @@ class ModelSlot:
                 _log.warning("following %s@%s: %s", self.name, self.alias, exc)
             if interval <= 0 or stop.wait(interval):
                 return
-
-
-class Admission:
-    """Bytes of request bodies the server holds; a request that would exceed the limit is
-    refused at once. A lone request is always admitted, so the limit never blocks one
-    body that ``max_body_bytes`` allows."""
-
-    def __init__(self, limit: int, on_change=None) -> None:
-        self.limit = limit
-        self.held = 0
-        self._on_change = on_change
-
-    def take(self, size: int) -> bool:
-        if self.held and self.held + size > self.limit:
-            return False
-        self._add(size)
-        return True
-
-    def release(self, size: int) -> None:
-        self._add(-size)
-
-    def _add(self, size: int) -> None:
-        self.held += size
-        if self._on_change is not None:
-            self._on_change(self.held)
 
 
 def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = None) -> FastAPI:
@@ -200,79 +180,28 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
     app.state.slot = slot
     app.state.inference_log = log
     app.state.admission = admission
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=frozenset(
-        {"/invocations", "/ping", "/health", "/version", "/reload", "/metrics", details_path}))
 
-    def denied(request: Request) -> Response | None:
+    def key_problem(header: Callable[[str], str | None]) -> tuple[int, str, str] | None:
         if not key:
             return None
-        given = request.headers.get("x-api-key")
+        given = header("x-api-key")
         if given is None:
-            auth = request.headers.get("authorization", "")
+            auth = header("authorization") or ""
             given = auth[7:] if auth.lower().startswith("bearer ") else None
         if given is None:
-            return _error(401, "missing API key: send it in the X-API-Key header", "UNAUTHENTICATED")
+            return 401, "missing API key: send it in the X-API-Key header", "UNAUTHENTICATED"
         if not hmac.compare_digest(given.encode(), key):
-            return _error(403, "wrong API key", "PERMISSION_DENIED")
+            return 403, "wrong API key", "PERMISSION_DENIED"
         return None
 
-    def busy(size: int) -> Response:
-        metrics.rejected.inc()
-        return Response(
-            protocol.error_body(
-                f"the server holds {admission.held} bytes of requests and this one would pass "
-                f"the limit of {admission.limit} (--max-pending-bytes): retry after "
-                f"{config.retry_after_seconds} s", "TEMPORARILY_UNAVAILABLE"),
-            503, media_type=_JSON, headers={"retry-after": str(config.retry_after_seconds)},
-        )
-
-    @app.post(
-        "/invocations",
-        summary="Score rows (MLflow scoring protocol)",
-        openapi_extra=invocations_schema(uc),
-        responses=_ERROR_RESPONSES,
-    )
-    async def invocations(request: Request) -> Response:
-        refusal = denied(request)
-        if refusal is not None:
-            return refusal
-        model = slot.model
-        if model is None:
-            return _error(503, f"no model is loaded: {slot.problem}", "MODEL_NOT_READY")
-        received = time.time()
-        declared = _content_length(request)
-        if declared is not None and declared > config.max_body_bytes:
-            return _problem(_too_large(declared, config.max_body_bytes))
-        held = declared or 0
-        if not admission.take(held):
-            return busy(held)
-        try:
-            body = await _read_body(request, config.max_body_bytes, admission, held)
-            held = max(held, len(body))
-            signature = protocol.Signature(model.columns, model.signature.inputs,
-                                           model.signature.params)
-            content_type = request.headers.get("content-type")
-            if len(body) <= config.inline_bytes:
-                parsed = protocol.parse_request(body, content_type, signature, config.max_rows)
-            else:
-                parsed = await asyncio.get_running_loop().run_in_executor(
-                    parsing, protocol.parse_request, body, content_type, signature, config.max_rows)
-            del body
-            answer = await batcher.score(model, parsed)
-        except _Busy as exc:
-            held = exc.held
-            return busy(exc.held)
-        except protocol.RequestError as exc:
-            return _problem(exc)
-        finally:
-            admission.release(held)
-        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        metrics.rows.inc(parsed.inputs.rows)
-        if log is not None:
-            log.append(Record(request_id, received, model.name, model.version,
-                              parsed.inputs.columns, answer.predictions))
-        return Response(answer.body, media_type=_JSON,
-                        headers={"x-request-id": request_id, "x-model-version": model.version})
+    limits = Limits(config.max_body_bytes, config.max_rows, config.inline_bytes,
+                    config.retry_after_seconds)
+    app.add_middleware(InvocationsMiddleware, slot=slot, batcher=batcher, admission=admission,
+                       limits=limits, parsing=parsing, metrics=metrics, log=log,
+                       check_key=key_problem)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=frozenset(
+        {INVOCATIONS, "/ping", "/health", "/version", "/reload", "/metrics", details_path}))
+    app.openapi = lambda: _openapi(app, uc)
 
     @app.get("/ping", summary="Liveness: the process answers")
     async def ping() -> Response:
@@ -302,9 +231,9 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
 
     @app.post("/reload", summary="Follow the alias now (hot swap)", responses=_ERROR_RESPONSES)
     async def reload(request: Request) -> Response:
-        refusal = denied(request)
+        refusal = key_problem(request.headers.get)
         if refusal is not None:
-            return refusal
+            return _error(*refusal)
         try:
             result = await asyncio.to_thread(slot.refresh)
         except Exception as exc:
@@ -323,45 +252,21 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
 _MLFLOW_VERSION = package_version("mlflow")
 
 
-def _content_length(request: Request) -> int | None:
-    declared = request.headers.get("content-length")
-    return int(declared) if declared is not None and declared.isdigit() else None
+def _openapi(app: FastAPI, uc: UseCase) -> dict[str, Any]:
+    """FastAPI's document plus ``POST /invocations``, which InvocationsMiddleware serves."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
 
-
-class _Busy(Exception):
-    """A body without Content-Length grew past what the server may hold."""
-
-    def __init__(self, held: int) -> None:
-        super().__init__(held)
-        self.held = held
-
-
-async def _read_body(request: Request, limit: int, admission: Admission, held: int) -> bytes:
-    """The body, counted against ``admission`` as it arrives beyond the ``held`` bytes
-    already taken for it (its Content-Length)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit)
-        if size > held:
-            if not admission.take(size - held):
-                raise _Busy(held)
-            held = size
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> protocol.RequestError:
-    return protocol.RequestError(
-        f"request body of {size} bytes exceeds the limit of {limit} bytes (--max-body-bytes)",
-        status=413,
-        code="REQUEST_TOO_LARGE",
-    )
-
-
-def _problem(error: protocol.RequestError) -> Response:
-    return Response(protocol.error_body(error), error.status, media_type=_JSON)
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        operation = {"summary": "Score rows (MLflow scoring protocol)",
+                     "responses": {str(k): v for k, v in _ERROR_RESPONSES.items()}}
+        extra = invocations_schema(uc)
+        operation["requestBody"] = extra["requestBody"]
+        operation["responses"].update(extra["responses"])
+        schema["paths"][INVOCATIONS] = {"post": operation}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _error(status: int, message: str, code: str) -> Response:

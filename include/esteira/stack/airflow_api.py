@@ -19,6 +19,7 @@ depend on the generated package's classes.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ from esteira.stack.embedded import admin_password
 _FINISHED = {"success", "failed"}
 _ANY = "~"
 _T = TypeVar("_T")
+# SQLite, the embedded stack's database, takes one writer at a time: a write that waits
+# longer than the busy timeout for another process's transaction fails with "database is
+# locked", which the api-server answers 500 {"detail": {"reason": "Database error"}}. The
+# writes this client makes (unpause, trigger) are retried after these pauses.
+_DATABASE_ERROR = "Database error"
+_WRITE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 
 
 class AirflowApiError(RuntimeError):
@@ -114,11 +121,15 @@ class AirflowClient:
             time.sleep(2)
 
     def unpause(self, dag_id: str) -> None:
-        self._call(self._dags.patch_dag, dag_id, DAGPatchBody(is_paused=False))
+        self._write(self._dags.patch_dag, dag_id, DAGPatchBody(is_paused=False))
 
     def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> str:
+        # A run id chosen here (Airflow's own format) makes a retry safe: a 409 for it means
+        # the earlier attempt created the run after all.
+        run_id = run_id or f"manual__{dt.datetime.now(dt.UTC).isoformat()}"
         body = TriggerDAGRunPostBody(conf=conf or {}, dag_run_id=run_id, logical_date=None)
-        return self._call(self._runs.trigger_dag_run, dag_id, body).dag_run_id
+        created = self._write(self._runs.trigger_dag_run, dag_id, body)
+        return run_id if created is None else created.dag_run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._call(self._runs.get_dag_run, dag_id, run_id).state.value
@@ -188,6 +199,19 @@ class AirflowClient:
         return _plain(
             self._call(self._tasks.update_hitl_detail, dag_id, run_id, task_id, map_index, answer)
         )
+
+    def _write(self, operation: Callable[..., _T], *args: Any) -> _T | None:
+        """A write that is safe to repeat, retried while the database is locked; None when a
+        retry is refused with 409 (the earlier attempt had landed)."""
+        for attempt, delay in enumerate((*_WRITE_RETRY_DELAYS, None)):
+            try:
+                return self._call(operation, *args)
+            except AirflowApiError as exc:
+                if attempt and exc.status == 409:
+                    return None
+                if delay is None or exc.status != 500 or _DATABASE_ERROR not in str(exc):
+                    raise
+            time.sleep(delay)
 
     def _call(self, operation: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """One operation of the generated client, with this client's timeout and errors."""

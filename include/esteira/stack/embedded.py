@@ -10,13 +10,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from esteira.config import Settings, get_settings, load_usecases
+from esteira.config import Settings, get_settings, load_usecases, remember_settings
 from esteira.stack import process
 from esteira.stack.mlflow_server import mlflow_service
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 _MARKER = "ESTEIRA_STACK_HOME"
 _PASSWORDS = "simple_auth_manager_passwords.json.generated"
+# SQLite takes one writer at a time; a write waits this long for another process's
+# transaction before it fails with "database is locked" (the driver's default, 5 s, is
+# shorter than the scheduler's transactions on a busy 2-core machine). Every Airflow
+# process of the stack imports it (AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS).
+SQLITE_CONNECT_ARGS = {"timeout": 30}
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         # 32 worker processes by default: far too many for a 2-core laptop (docs/stack-facts.md).
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__PORT": str(port),
@@ -132,6 +139,7 @@ def up(settings: Settings | None = None, echo=print) -> None:
     settings = settings or get_settings()
     for folder in (settings.airflow_home, settings.mlflow_dir, settings.run_dir, settings.data_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    remember_settings(settings)  # later commands in another shell see the same use cases
     for service, timeout in _services(settings):
         pid_file = _pid_file(settings, service)
         log = settings.run_dir / f"{pid_file.stem}.log"

@@ -68,7 +68,6 @@ def record_decision(
     ``approval`` None: none was asked for (``require_approval`` off).
     """
     from esteira.registry import transitions
-    from esteira.registry.lineage import read_version
 
     version = int(candidate["version"])
     if approval is None:
@@ -78,11 +77,7 @@ def record_decision(
         transitions.record_decision(uc, "approval_timeout", version, "esteira (approval timeout)", reason)
         log.warning("%s", reason)
         return NothingToDo(reason)
-    recorded = read_version(uc, version).approval
-    if recorded is None or (recorded.decision, recorded.by, recorded.reason) != (
-        approval.decision, approval.approver, approval.reason
-    ):
-        transitions.record_approval(uc, version, approval.approver, approval.reason, approval.decision)
+    transitions.record_approval(uc, version, approval.approver, approval.reason, approval.decision)
     log.info("version %s of %s %s by %s: %s", version, uc.model_name, approval.decision,
              approval.approver, approval.reason)
     if approval.decision == "rejected":

@@ -1,8 +1,11 @@
-"""The training DAG's steps: fix the training set, train each candidate, pick the best,
-judge it at the gate against the champion, register the challenger.
+"""The training DAG's steps: choose the window and fix the training set, train each
+candidate, pick the best, judge it at the gate against the champion, register the challenger.
 
-Every mapped task re-reads the training set at the recorded Delta versions, so all
-candidates and the gate see exactly the same rows.
+What a run learns from is decided in one place, ``choose_window``, and recorded with its
+reason. Every mapped task re-reads the training set at the recorded Delta versions, so all
+candidates and the gate see exactly the same rows. A gate rejection or a candidate that is
+nothing new registers nothing: the decision goes to the registry's history and the run ends
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from esteira.config import Settings, get_settings
 from esteira.stages.results import NothingToDo, Reference, StageResult, to_reference
 from esteira.usecase import UseCase
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("esteira.training")
 
@@ -56,6 +60,8 @@ class TrainingOptions:
         )
         update: dict[str, Any] = {"split": split}
         update |= {k: v for k, v in (("seed", self.seed), ("window_days", self.window_days)) if v is not None}
+        if self.window_days is not None:
+            update["window"] = None  # the trigger form's days win over the YAML's window
         return uc.model_copy(update={"training": training.model_copy(update=update)})
 
 
@@ -104,7 +110,7 @@ def choose_window(
     end, else the day after the newest label, but never before the end of the champion's
     window (a retrain must not learn less than the model it replaces); for a features event,
     the end of the refreshed interval; else (a run by hand) the newest label. The window is
-    ``uc.training.window_days`` long. The two callables read the stores only when needed.
+    ``training.window`` long (periods of the grain, or a duration), else ``window_days``. The two callables read the stores only when needed.
     """
     if options.training_end is not None:
         end, rule, why = options.training_end, "param", "training_end was set in the trigger form"
@@ -116,7 +122,10 @@ def choose_window(
     else:
         end, rule = newest_label(), "newest_label"
         why = "started by hand without training_end: up to the newest label"
-    return TrainingWindow(end - dt.timedelta(days=uc.training.window_days), end, rule, why)
+    from esteira.features.definitions import shift_back
+
+    window = uc.training.window or f"{uc.training.window_days}d"
+    return TrainingWindow(shift_back(end, window, uc.grain), end, rule, why)
 
 
 def _retraining_end(
@@ -140,6 +149,8 @@ def _retraining_end(
 
 def newest_label_end(uc: UseCase, settings: Settings) -> dt.datetime:
     """The day after the newest label in the labels table (the end of a window holding it)."""
+    import pandas as pd
+
     from esteira import tables
 
     uri = tables.table_uri(settings, uc, tables.LABELS)

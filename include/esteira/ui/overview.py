@@ -382,8 +382,9 @@ def _serving(uc: UseCase, settings: Settings) -> dict[str, Any] | None:
 def monitoring_view(
     uc: UseCase, settings: Settings, report_base: str | None, client: MlflowClient | None
 ) -> dict[str, Any]:
-    """The latest windows (newest first), the drift-share series for the chart (oldest
-    first) and the newest Evidently report. ``client`` None: MLflow is down, links only."""
+    """The latest windows (newest first), the drift-share and quality series for the chart
+    (oldest first; quality estimated and realized) and the newest Evidently report.
+    ``client`` None: MLflow is down, links only."""
     from esteira.monitoring.results import read_history
 
     threshold = uc.monitoring.drift_share_threshold
@@ -395,7 +396,11 @@ def monitoring_view(
     threshold = rows[-1]["drift_share_threshold"] or threshold
     series = [
         {"window_end": r["window_end"], "model_version": r["model_version"],
-         "drift_share": r["drift_share"], "breach": r["breach"]}
+         "drift_share": r["drift_share"], "breach": r["breach"],
+         "quality_metric": r["quality_metric"] or r["estimated_quality_metric"],
+         "estimated_quality": r["estimated_quality_value"], "realized_quality": r["quality_value"],
+         "quality_floor": None if r["quality_test_value"] is None
+         else r["quality_test_value"] - uc.monitoring.quality_max_drop}
         for r in rows[-CHART_WINDOWS:] if r["drift_share"] is not None
     ]
     reported = [r for r in rows if r["report_run_id"]]
@@ -471,6 +476,10 @@ def _window_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "quality_metric": _plain(row.get("quality_metric")),
         "quality_value": _number(row.get("quality_value")),
         "quality_drop": _number(row.get("quality_drop")),
+        "quality_test_value": _number(row.get("quality_test_value")),
+        "estimated_quality_metric": _plain(row.get("estimated_quality_metric")),
+        "estimated_quality_value": _number(row.get("estimated_quality_value")),
+        "estimated_quality_drop": _number(row.get("estimated_quality_drop")),
         "current_rows": _plain(row.get("current_rows")),
         "breach": bool(_plain(row.get("breach"))),
         "retrain": bool(_plain(row.get("retrain"))),

@@ -246,6 +246,12 @@ def render_page(
     )
 
 
+def prepare() -> None:
+    """Compile the templates now (the api-server's start) rather than on a page's request."""
+    _template(_TEMPLATE)
+    _template(_MESSAGE)
+
+
 def render_message(title: str, message: str, link: str = "", link_text: str = "") -> str:
     """A small page for when there is nothing else to show (not logged in, unknown report)."""
     return _template(_MESSAGE).render(title=title, message=message, link=link, link_text=link_text)

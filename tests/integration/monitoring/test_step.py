@@ -154,7 +154,7 @@ def _peak_mib(uc, window: RunWindow) -> dict:
     """The step's peak resident memory in a fresh interpreter (VmHWM: the high-water mark of
     this process's own memory, unlike ru_maxrss, which inherits the parent's across exec)."""
     done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, uc.model_dump_json(by_alias=True), str(window.start), str(window.end)],
+        [sys.executable, "-c", _MEASURE, uc.model_dump_json(by_alias=True, exclude_unset=True), str(window.start), str(window.end)],
         capture_output=True, text=True, timeout=600, cwd=_REPO,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -60,10 +60,10 @@ class Spawned:
         self.started, self.results = context.Queue(), context.Queue()
         self.process = context.Process(
             target=transition_in_process,
-            args=(uc.model_dump_json(by_alias=True), action, kwargs, self.started, self.results),
+            args=(uc.model_name, action, kwargs, self.started, self.results),
         )
         self.process.start()
-        self.pid = self.started.get(timeout=120)
+        self.pid = self.started.get(timeout=60)
 
     def outcome(self, timeout: float = 120.0) -> tuple[str, object]:
         result = self.results.get(timeout=timeout)
@@ -98,7 +98,8 @@ def candidate(usecase, esteira_home):
 
     def make() -> tuple[str, str]:
         run = client.create_run(experiment, tags={"airflow.dag_id": usecase.dag_id("model_training")})
-        info = mlflow.sklearn.log_model(model, name="model", run_id=run.info.run_id)
+        # Explicit (empty) requirements: inferring them runs a subprocess per model.
+        info = mlflow.sklearn.log_model(model, name="model", run_id=run.info.run_id, pip_requirements=[])
         client.set_terminated(run.info.run_id)
         return run.info.run_id, info.model_uri
 

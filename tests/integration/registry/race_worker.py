@@ -19,13 +19,14 @@ def promote_in_process(uc_json, version, expected, barrier, results):
         results.put(("moved", str(exc)))
 
 
-def transition_in_process(uc_json, action, kwargs, started, results):
-    """Run ``transitions.<action>(uc, **kwargs)``; say when it is about to, then how it ended:
-    ``("ok", value)``, or the exception's class name and message."""
+def transition_in_process(model_name, action, kwargs, started, results):
+    """Run ``transitions.<action>(uc, **kwargs)`` on churn with that model name; say when it
+    is about to, then how it ended: ``("ok", value)``, or the exception's class and message."""
     from esteira.registry import transitions
-    from esteira.usecase import UseCase
+    from esteira.usecase import RegistrySpec
+    from tests.unit.training.synthetic import churn_usecase
 
-    uc = UseCase.model_validate_json(uc_json)
+    uc = churn_usecase().model_copy(update={"registry": RegistrySpec(model_name=model_name)})
     started.put(os.getpid())
     try:
         results.put(("ok", getattr(transitions, action)(uc, **kwargs)))

@@ -44,6 +44,8 @@ DELIBERATE_DIFFERENCES = {
     "charset other than UTF-8": "MLflow answers 415 in plain text; Esteira 415 in JSON",
     "deep nesting": "MLflow answers 500 (json.loads' RecursionError); Esteira 400",
     "GET /ping": "MLflow answers a bare newline; Esteira a JSON status (both 200)",
+    "GET /health": "MLflow answers a bare newline; Esteira the JSON readiness (both 200 here)",
+    "GET /invocations": "MLflow answers 405 with FastAPI's {detail}; Esteira 405 with a JSON error",
 }
 
 
@@ -97,6 +99,8 @@ def cases(uc) -> dict[str, tuple]:
         "params: probabilities, instances": post(J, {"instances": records, "params": {"probabilities": True}}),
         "GET /version": ("GET", "/version", None, None),
         "GET /ping": ("GET", "/ping", None, None),
+        "GET /health": ("GET", "/health", None, None),
+        "GET /invocations": ("GET", "/invocations", None, None),
         # scoring-server paths that test does not reach
         "missing Content-Type": post(None, {"dataframe_split": split}),
         "charset other than UTF-8": post(f"{J}; charset=latin-1", {"dataframe_split": split}),
@@ -197,7 +201,7 @@ def test_each_case_answers_as_mlflow_serve_does(name, uc, esteira, mlflow_serve)
 
     if name in DELIBERATE_DIFFERENCES:
         assert theirs.status_code >= 500 or (their_error is None and theirs.status_code >= 400) \
-            or case[1] == "/ping", f"{name} is no longer a difference: MLflow {theirs.status_code} {theirs.text[:200]}"
+            or case[1] in ("/ping", "/health"), f"{name} is no longer a difference: MLflow {theirs.status_code} {theirs.text[:200]}"
         assert ours.status_code == theirs.status_code or (400 <= ours.status_code < 500), ours.text
         if ours.status_code >= 400:
             assert our_error is not None and our_error["message"], ours.text
