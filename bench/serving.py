@@ -27,6 +27,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -38,7 +39,9 @@ from pathlib import Path
 
 _MODEL = "churn"
 _GOALS = {"single_row_rps_ratio": 8.0, "single_row_rps_ratio_c8": 15.0, "hundred_rows_rps_ratio": 5.0}
-_MLSERVER = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1")
+# MLServer 1.7.1's worker pool calls asyncio.get_event_loop() outside a loop, which uvloop
+# 0.22+ refuses: the worker dies and the model never loads. uvloop 0.21 is what it shipped with.
+_MLSERVER = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop==0.21.0")
 
 
 def _train(uc, rows: int = 2000):
@@ -278,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(get_settings(), home=home)
     bin_dir = Path(sys.executable).parent
     pids = []
+    finished = False
     mlserver_note = "skipped (--no-mlserver)"
     try:
         tracking_service = mlflow_service(mlflow_port, f"sqlite:///{home / 'mlflow.db'}",
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             except process.ServiceError as exc:
                 if name != "mlserver":
                     raise
-                mlserver_note = f"MLServer did not load the model: {str(exc)[-300:]}"
+                mlserver_note = f"MLServer did not load the model ({str(exc).splitlines()[0]}; see {log})"
                 del servers[name]
 
         one, hundred = x.sample(1, random_state=1), x.sample(100, random_state=2)
@@ -348,9 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                 for name, result in measured.items():
                     results[f"{name}|{label}|c{concurrency}"] = result
         ceilings = _ceilings(settings, version, one, hundred)
+        finished = True
     finally:
         for pid in reversed(pids):
             process.stop_group(pid)
+        if finished:  # after a failure the logs stay for a look; MLServer's venv is large
+            shutil.rmtree(home, ignore_errors=True)
 
     _report(results, ceilings, list(servers), args, load_before, version, mlserver_note)
     return 0

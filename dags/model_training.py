@@ -102,7 +102,8 @@ def model_training(uc):
             from esteira.orchestration.context import publish
             from esteira.stages import model_training
 
-            return publish(context, challenger, model_training.register_challenger(uc, best, gate, training))
+            options = model_training.TrainingOptions.from_params(context["params"])
+            return publish(context, challenger, model_training.register_challenger(uc, best, gate, training, options))
 
         training = build_training_set()
         # esteira.jobs.train_candidate per candidate, in the worker or as Databricks runs (Param compute_backend)

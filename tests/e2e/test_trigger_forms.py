@@ -29,11 +29,12 @@ CHROMIUM_ARGS = [
 ]
 # A rollback has no valid default on purpose: a person must say why (minLength 3).
 NEEDS_A_PERSON = {"model_rollback": {"reason": "e2e: the trigger form, filled in"}}
-# The input, select, switch or editor behind a Param's field, and whether a person can change it.
-_EDITABLE = """(el) => {
+# The input, select, switch or editor behind a Param's field: its type, and whether a person
+# can change it.
+_FIELD = """(el) => {
   const field = el.matches('input,textarea,select') ? el
-    : el.querySelector('input:not([type=hidden]),textarea,select,input[type=checkbox]');
-  return Boolean(field) && !field.disabled && !field.readOnly;
+    : el.querySelector('input:not([type=hidden]),textarea,select');
+  return field ? {type: field.type, editable: !field.disabled && !field.readOnly} : null;
 }"""
 
 
@@ -114,36 +115,26 @@ def test_the_trigger_form_submitted_unchanged_runs_with_the_yaml_values(stage, d
     assert defaults.items() >= _expected(uc, stage).items(), "the DAG's Params are not the YAML's"
     before = {r["dag_run_id"] for r in airflow.latest_runs(dag_id, limit=50)}
 
-    dialog = _open_form(page, demo_stack["base"], dag_id)
-    for name, spec in params.items():
-        field = dialog.locator(f"#element_{name}")
-        field.wait_for(timeout=30_000)
-        assert field.evaluate(_EDITABLE), f"{dag_id}: Param {name} is not editable"
-        schema = spec["schema"]
-        if schema.get("format") == "date":
-            assert field.get_attribute("type") == "date", f"{dag_id}: {name} is not a date field"
-        if "enum" in schema:
-            assert field.locator("[role='combobox']").count() == 1, f"{dag_id}: {name} is not a select"
-    assert "[object Object]" not in dialog.inner_text()
-    if stage == "model_training":
-        editor = dialog.locator("#element_candidates .monaco-editor")
-        editor.wait_for(timeout=30_000)
-        shown = editor.inner_text().replace("\u00a0", " ")  # only the lines in view
-        assert f'"family": "{uc.training.candidates[0].family}"' in shown, shown
-    page.screenshot(path=str(OUTPUT / f"trigger_form_{stage}.png"), full_page=True)
-
-    _keep_paused(dialog)
-    if stage in NEEDS_A_PERSON:
-        submit = dialog.locator("[data-testid='trigger-dag-submit']")
-        if submit.is_enabled():
-            submit.click()
-        assert _new_run(airflow, dag_id, before, timeout=5) is None, f"{dag_id}: the unchanged form ran"
+    try:
         dialog = _open_form(page, demo_stack["base"], dag_id)
+        _check_fields(dialog, dag_id, params, uc)
+        page.screenshot(path=str(OUTPUT / f"trigger_form_{stage}.png"), full_page=True)
         _keep_paused(dialog)
-        for name, value in NEEDS_A_PERSON[stage].items():
-            dialog.locator(f"#element_{name}").fill(value)
-        defaults |= NEEDS_A_PERSON[stage]
-    dialog.locator("[data-testid='trigger-dag-submit']").click()
+        if stage in NEEDS_A_PERSON:
+            submit = dialog.locator("[data-testid='trigger-dag-submit']")
+            if submit.is_enabled():
+                submit.click()
+            assert _new_run(airflow, dag_id, before, timeout=5) is None, f"{dag_id}: the unchanged form ran"
+            dialog = _open_form(page, demo_stack["base"], dag_id)
+            _keep_paused(dialog)
+            for name, value in NEEDS_A_PERSON[stage].items():
+                dialog.locator(f"#element_{name}").fill(value)
+            defaults |= NEEDS_A_PERSON[stage]
+        dialog.locator("[data-testid='trigger-dag-submit']").click()
+    except Exception:
+        page.screenshot(path=str(OUTPUT / f"trigger_form_{stage}_failed.png"), full_page=True)
+        (OUTPUT / f"trigger_form_{stage}_failed.html").write_text(page.content())
+        raise
     run = _new_run(airflow, dag_id, before)
     try:
         assert run is not None, f"{dag_id}: submitting the form started no run"
@@ -152,3 +143,23 @@ def test_the_trigger_form_submitted_unchanged_runs_with_the_yaml_values(stage, d
     finally:
         if run is not None:
             airflow.request("DELETE", f"dags/{dag_id}/dagRuns/{run['dag_run_id']}")
+
+
+def _check_fields(dialog, dag_id: str, params: dict, uc) -> None:
+    """Each Param is a field a person can change, of its kind; no "[object Object]"."""
+    for name, spec in params.items():
+        schema = spec["schema"]
+        field = dialog.locator(f"#element_{name}")
+        if schema.get("type") == "array":  # a JSON editor: its text area comes once it has loaded
+            field.locator(".monaco-editor textarea").wait_for(state="attached", timeout=30_000)
+        field.wait_for(timeout=30_000)
+        found = field.evaluate(_FIELD)
+        assert found and found["editable"], f"{dag_id}: Param {name} is not editable ({found})"
+        if schema.get("format") == "date":
+            assert found["type"] == "date", f"{dag_id}: {name} is a {found['type']} field, not a date"
+        if "enum" in schema:
+            assert field.locator("[role='combobox']").count() == 1, f"{dag_id}: {name} is not a select"
+    assert "[object Object]" not in dialog.inner_text()
+    if "candidates" in params:
+        shown = dialog.locator("#element_candidates .monaco-editor").inner_text().replace("\u00a0", " ")
+        assert f'"family": "{uc.training.candidates[0].family}"' in shown, shown  # the lines in view

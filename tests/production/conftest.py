@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from esteira.registry.lock import BARRIER_ENV
 from esteira.stack import process, production
 from esteira.stack.airflow_api import AirflowClient, RunOutcome
 
@@ -65,6 +66,8 @@ def topology(tmp_path_factory) -> Iterator[production.Topology]:
         pytest.fail("the production tests need psql and redis-cli, and Postgres and Redis on 127.0.0.1")
     root = tmp_path_factory.mktemp("production")
     tag = uuid.uuid4().hex[:8]
+    barrier = root / "registry-barrier"
+    barrier.mkdir()
     topo = production.Topology(
         home=root / "home",
         airflow_port=_airflow_port(),
@@ -77,6 +80,8 @@ def topology(tmp_path_factory) -> Iterator[production.Topology]:
         usecases_dir=_small_usecases(root / "usecases"),
         model_server_api_key="production-test-key",
         serve_usecase=USECASE,
+        # Idle unless a test puts a hold file there (esteira.registry.lock.checkpoint).
+        extra_env={BARRIER_ENV: str(barrier)},
     )
     previous = {k: os.environ.get(k) for k in (*production.client_env(topo), "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
     os.environ.update(production.client_env(topo), MLFLOW_HTTP_REQUEST_MAX_RETRIES="2")
@@ -229,6 +234,20 @@ def model_versions(name: str) -> list:
     from mlflow import MlflowClient
 
     return MlflowClient().search_model_versions(f"name='{name}'")
+
+
+def wait_promotions_done(belt: Belt) -> None:
+    """No promotion queued or running, twice in a row (an Asset event starts one ~1 s late)."""
+    def idle() -> bool:
+        return all(r["state"] in ("success", "failed") for r in belt.client.latest_runs(belt.dag("model_promotion")))
+
+    def idle_twice() -> bool:
+        if not idle():
+            return False
+        time.sleep(5)
+        return idle()
+
+    wait_until(idle_twice, 600, "promotions finished", poll=2)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 1.0) -> None:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from esteira.stack import production
-from tests.production.conftest import model_versions, wait_until
+from tests.production.conftest import model_versions, wait_promotions_done, wait_until
 
 pytestmark = pytest.mark.production
 
@@ -58,7 +58,7 @@ def test_scheduler_restarted_during_a_run_lets_it_complete(cycle, belt, topology
 def test_mlflow_down_during_registration_fails_cleanly(cycle, belt, topology, usecase):
     from esteira.registry.transitions import get_alias_version
 
-    _wait_promotions_done(belt)  # the previous tests' challengers start promotions
+    wait_promotions_done(belt)  # the previous tests' challengers start promotions
     before = {int(v.version) for v in model_versions(usecase.model_name)}
     aliases_before = {a: get_alias_version(usecase, a) for a in ("challenger", "champion")}
     run_id = belt.trigger("model_training", _TRAINING)
@@ -128,20 +128,6 @@ def test_refresh_killed_mid_write_leaves_a_whole_version_and_reruns(cycle, belt,
     result = belt.xcom("feature_refresh", run_id, "refresh_features")
     in_interval = frame[(frame[usecase.timestamp] >= "2026-03-01") & (frame[usecase.timestamp] < "2026-04-01")]
     assert len(in_interval) == result["rows_written"]
-
-
-def _wait_promotions_done(belt) -> None:
-    """No promotion queued or running, twice in a row (an Asset event starts one ~1 s late)."""
-    def idle() -> bool:
-        return all(r["state"] in ("success", "failed") for r in belt.client.latest_runs(belt.dag("model_promotion")))
-
-    def idle_twice() -> bool:
-        if not idle():
-            return False
-        time.sleep(5)
-        return idle()
-
-    wait_until(idle_twice, 600, "promotions finished", poll=2)
 
 
 def _data_files(uri: str) -> int:

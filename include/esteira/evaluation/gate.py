@@ -37,6 +37,7 @@ from esteira.evaluation.comparison import compare, mlflow_name
 from esteira.evaluation.metrics import metric_names
 from esteira.evaluation.novelty import same_training, unchanged_metrics
 from esteira.evaluation.result import ChampionRef, GateResult, Mode
+from esteira.serving import pyfunc_flavor
 from esteira.tracking import create_child_run, delta_dataset, lineage_dict
 from esteira.usecase import MetricThreshold as Rule
 from esteira.usecase import UseCase
@@ -127,11 +128,18 @@ def _evaluate(
     client: MlflowClient, parent_run_id: str, run_name: str, model_uri: str, dataset, model_type
 ) -> EvaluationResult:
     run_id = create_child_run(client, parent_run_id, run_name, role="gate_evaluation", tags={})
+    model = mlflow.pyfunc.load_model(model_uri)
+    flavor = model.metadata.flavors["python_function"]
+    if flavor.get("loader_module") == pyfunc_flavor.LOADER_MODULE:
+        # Esteira's loader (probabilities on request) wraps the sklearn pipeline; the
+        # evaluator reaches predict_proba, and so ROC AUC and log loss, only through the
+        # loader modules it knows, and the raw model here is exactly sklearn's.
+        flavor["loader_module"] = "mlflow.sklearn"
     # evaluate() logs into the active run; one gate runs per process (an Airflow task), so
     # the fluent run is safe here and always ended by the context manager.
     with mlflow.start_run(run_id=run_id):
         result = mlflow.models.evaluate(
-            model_uri,
+            model,
             data=dataset,
             model_type=model_type,
             evaluators="default",

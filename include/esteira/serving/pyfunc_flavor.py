@@ -87,19 +87,22 @@ def save_model(sk_model: Any, path: str, mlflow_model=None, signature=None, **kw
 def _load_pyfunc(path: str) -> _ProbabilityModel:
     """python_function's entry point (``path`` is the model folder)."""
     import mlflow.sklearn
+    from mlflow.models import Model
 
-    return _ProbabilityModel(mlflow.sklearn.load_model(path))
+    predict_fn = Model.load(path).flavors["python_function"].get("predict_fn", "predict")
+    return _ProbabilityModel(mlflow.sklearn.load_model(path), predict_fn)
 
 
 class _ProbabilityModel:
-    def __init__(self, sk_model: Any) -> None:
+    def __init__(self, sk_model: Any, predict_fn: str = "predict") -> None:
         self.sk_model = sk_model
+        self._predict = getattr(sk_model, predict_fn)
 
     def get_raw_model(self) -> Any:
         return self.sk_model
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
-        labels = self.sk_model.predict(data)
+        labels = self._predict(data)
         if not (params or {}).get(PROBABILITIES):
             return labels
         return answer_records(labels, self.sk_model.predict_proba(data), self.sk_model.classes_)

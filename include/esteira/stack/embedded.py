@@ -10,7 +10,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from esteira.config import Settings, get_settings, load_usecases, remember_settings
+from esteira.config import (
+    Settings,
+    get_settings,
+    load_usecases,
+    remember_settings,
+    remembered_settings,
+)
 from esteira.stack import process
 from esteira.stack.mlflow_server import mlflow_service
 
@@ -19,9 +25,10 @@ _MARKER = "ESTEIRA_STACK_HOME"
 _PASSWORDS = "simple_auth_manager_passwords.json.generated"
 # SQLite takes one writer at a time; a write waits this long for another process's
 # transaction before it fails with "database is locked" (the driver's default, 5 s, is
-# shorter than the scheduler's transactions on a busy 2-core machine). Every Airflow
-# process of the stack imports it (AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS).
-SQLITE_CONNECT_ARGS = {"timeout": 30}
+# shorter than the scheduler's transactions on a busy 2-core machine; below the REST
+# client's 30 s timeout, so its retry sees the error). Every Airflow process of the stack
+# imports it (AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS).
+SQLITE_CONNECT_ARGS = {"timeout": 20}
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,9 @@ def _services(settings: Settings) -> list[tuple[process.Service, float]]:
 
 def _served(settings: Settings):
     """Only the demo's use case gets an online server in the embedded stack."""
-    return [uc for uc in load_usecases(settings) if uc.name == os.environ.get("ESTEIRA_SERVE_USECASE", "churn")]
+    remembered = remembered_settings(settings.home).get("ESTEIRA_SERVE_USECASE", "churn")
+    served = os.environ.get("ESTEIRA_SERVE_USECASE", remembered)
+    return [uc for uc in load_usecases(settings) if uc.name == served]
 
 
 def model_server_service(settings: Settings, usecase: str, extra_env: dict) -> process.Service:

@@ -10,6 +10,7 @@ registered (`esteira.monitoring.reference`), not the training set rebuilt per wi
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,7 +79,7 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
         drift.drift_share_threshold,
         list(drift.drifted_columns) or "none",
         uc.training.primary_metric,
-        "n/a" if estimated is None or estimated.value is None else f"{estimated.value:.3f}",
+        "n/a" if _finite(estimated and estimated.value) is None else f"{estimated.value:.3f}",
         "labels pending" if quality is None else f"{quality.metrics[quality.primary_metric]:.3f}",
         outcome.decision.reason,
     )
@@ -92,13 +93,18 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
         "drift_share": drift.drift_share,
         "dataset_drift": drift.dataset_drift,
         "drifted_columns": list(drift.drifted_columns),
-        "estimated_quality": None if estimated is None else estimated.value,
-        "realized_quality": None if quality is None else quality.metrics[quality.primary_metric],
+        "estimated_quality": _finite(None if estimated is None else estimated.value),
+        "realized_quality": _finite(None if quality is None else quality.metrics[quality.primary_metric]),
         "current_rows": drift.current_rows,
         "current_sampled": drift.current_sampled,
         "report_uri": outcome.report.artifact_uri,
         "report_run_id": outcome.report.run_id,
     }
+
+
+def _finite(value: float | None) -> float | None:
+    """A metric for the XCom: NaN (a class absent from the window) as None."""
+    return None if value is None or math.isnan(value) else value
 
 
 def retraining_request(outcome: Mapping[str, Any]) -> StageResult:

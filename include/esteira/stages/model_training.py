@@ -60,8 +60,8 @@ class TrainingOptions:
         )
         update: dict[str, Any] = {"split": split}
         update |= {k: v for k, v in (("seed", self.seed), ("window_days", self.window_days)) if v is not None}
-        if self.window_days is not None:
-            update["window"] = None  # the trigger form's days win over the YAML's window
+        if self.window_days not in (None, training.window_days):
+            update["window"] = None  # days chosen in the trigger form win over the YAML's window
         return uc.model_copy(update={"training": training.model_copy(update=update)})
 
 
@@ -110,7 +110,8 @@ def choose_window(
     end, else the day after the newest label, but never before the end of the champion's
     window (a retrain must not learn less than the model it replaces); for a features event,
     the end of the refreshed interval; else (a run by hand) the newest label. The window is
-    ``training.window`` long (periods of the grain, or a duration), else ``window_days``. The two callables read the stores only when needed.
+    ``training.window`` long (periods of the grain, or a duration), else ``window_days``.
+    The two callables read the stores only when needed.
     """
     if options.training_end is not None:
         end, rule, why = options.training_end, "param", "training_end was set in the trigger form"
@@ -271,14 +272,21 @@ def run_gate(
 
 
 def register_challenger(
-    uc: UseCase, best: Mapping[str, Any], gate: Mapping[str, Any], training: Mapping[str, Any]
+    uc: UseCase,
+    best: Mapping[str, Any],
+    gate: Mapping[str, Any],
+    training: Mapping[str, Any],
+    options: TrainingOptions | None = None,
 ) -> StageResult:
     """Register the challenger on a pass, with its monitoring reference (a sample of its
-    training set, taken once). NothingToDo, with the decision in the registry's history,
-    when the gate rejected the candidate or found it nothing new."""
+    training set, taken once) and its compiled (ONNX) model, checked on the gate's test
+    split. NothingToDo, with the decision in the registry's history, when the gate rejected
+    the candidate or found it nothing new."""
     from esteira.monitoring.reference import ensure_reference
     from esteira.registry import transitions
+    from esteira.serving.compilation import compile_version
     from esteira.training.runs import finish_run
+    from esteira.training.split import time_split
 
     if not gate["passed"]:
         finish_run(training["parent_run_id"])
@@ -292,6 +300,9 @@ def register_challenger(
         return NothingToDo(reasons if gate["verdict"] == "nothing_new" else f"{said}: {reasons}")
     version = transitions.register_challenger(uc, best["run_id"], best["model_uri"], _lineage(training), gate)
     ensure_reference(uc, get_settings(), version)
+    trained = (options or TrainingOptions()).apply(uc)
+    compiled = compile_version(uc, get_settings(), version, time_split(trained, load_frame(trained, training)).test)
+    log.info("version %s compiled: %s", version, compiled.reason or "equivalent to the pipeline")
     finish_run(training["parent_run_id"])
     return {
         "model_name": uc.model_name,

@@ -1,8 +1,9 @@
 """Fit one candidate and record it as a child run of the DAG run's parent run.
 
-The model is logged with ``mlflow.sklearn.log_model(..., model_id=..., run_id=...)`` on a
-LoggedModel created by the client for the run's experiment: no fluent active run is
-needed, so candidates can be logged concurrently.
+The model is logged with ``pyfunc_flavor.log_model(..., model_id=..., run_id=...)`` (MLflow's
+sklearn flavor, plus probabilities on request) on a LoggedModel created by the client for
+the run's experiment: no fluent active run is needed, so candidates can be logged
+concurrently.
 
 Serialization is skops (MLflow's default, which does not execute code on load) with an
 explicit allowlist of the few types our model families need. The types found in a model
@@ -34,6 +35,7 @@ from sklearn.pipeline import Pipeline
 
 from esteira import tracking
 from esteira.evaluation.metrics import score
+from esteira.serving import pyfunc_flavor
 from esteira.tracking import create_child_run, delta_dataset, lineage_dict
 from esteira.training import plots
 from esteira.training.candidates import build_pipeline
@@ -153,7 +155,9 @@ def _log_model(
         params={k: str(v) for k, v in candidate["params"].items()},
         tags={TAG_CANDIDATE: candidate["name"]},
     )
-    info = mlflow.sklearn.log_model(
+    # The sklearn flavor plus a python_function loader that answers probabilities when
+    # the request's params ask (declared in the signature), under `mlflow models serve` too.
+    info = pyfunc_flavor.log_model(
         fitted.model,
         name=MODEL_NAME,
         model_id=logged.model_id,

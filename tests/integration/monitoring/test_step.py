@@ -24,7 +24,13 @@ from esteira.serving.batch import score_batch
 from esteira.serving.inference_log import log_dir
 from esteira.stages.drift_monitoring import monitor
 from esteira.stages.window import RunWindow
-from tests.integration.monitoring.champion import FIRST_WINDOW, train_champion, usecase, window_rows, write
+from tests.integration.monitoring.champion import (
+    FIRST_WINDOW,
+    train_champion,
+    usecase,
+    window_rows,
+    write,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,8 +125,9 @@ def test_a_version_without_a_reference_gets_one_on_its_first_window(champion):
 
 def test_a_missing_table_is_no_rows_and_a_broken_one_fails_naming_it(champion):
     uc, settings, version = champion
+    _deliver(uc, settings, 8, 1000, "same")
     absent = uc.model_copy(update={"features": uc.features.model_copy(update={"table": "absent_features"})})
-    assert monitor(absent, _window(0), "absent")["reason"] == f"no rows in {_window(0)}"
+    assert monitor(absent, _window(8), "absent")["reason"] == f"no rows in {_window(8)}"
 
     broken = uc.model_copy(update={"features": uc.features.model_copy(update={"table": "broken_features"})})
     uri = tables.table_uri(settings, broken, tables.FEATURES)
@@ -128,7 +135,7 @@ def test_a_missing_table_is_no_rows_and_a_broken_one_fails_naming_it(champion):
     for data_file in Path(uri).glob("*.parquet"):
         data_file.unlink()
     with pytest.raises(tables.TableReadError, match=uri):
-        monitor(broken, _window(0), "broken")
+        monitor(broken, _window(8), "broken")
 
     log = log_dir(settings, uc) / f"date={_window(20).start}"
     log.mkdir(parents=True)
@@ -169,3 +176,24 @@ def test_memory_is_bounded_by_the_sample_not_the_window(champion):
     assert (small["rows"], large["rows"]) == (SAMPLE, 10 * SAMPLE)
     assert large["peak_mib"] <= small["peak_mib"] + MEMORY_GROWTH_MIB, (small, large)
     assert large["peak_mib"] < MEMORY_CEILING_MIB, large
+
+
+def test_served_rows_count_with_the_feature_rows_of_the_window(champion):
+    import numpy as np
+
+    from esteira.serving.inference_log import InferenceLog, Record
+
+    uc, settings, version = champion
+    _deliver(uc, settings, 7, 2000, "same")
+    served, _ = window_rows(_window(7).start, 500, seed=907)
+    noon = dt.datetime.combine(_window(7).start, dt.time(12), dt.UTC).timestamp()
+    log = InferenceLog(log_dir(settings, uc), flush_seconds=0.05)
+    log.start()
+    for start in range(0, 500, 100):
+        part = served.iloc[start : start + 100]
+        log.append(Record(f"req-{start}", noon, uc.model_name, str(version),
+                          {name: part[name].to_numpy() for name in uc.feature_names}, np.zeros(len(part))))
+    log.append(Record("next-day", noon + 86_400, uc.model_name, str(version),
+                      {name: served[name].to_numpy()[:10] for name in uc.feature_names}, np.zeros(10)))
+    log.close()
+    assert monitor(uc, _window(7), "served")["current_rows"] == 2500

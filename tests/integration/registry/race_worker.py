@@ -6,11 +6,18 @@ from __future__ import annotations
 import os
 
 
-def promote_in_process(uc_json, version, expected, barrier, results):
-    from esteira.registry import transitions
-    from esteira.usecase import UseCase
+def _churn(model_name: str):
+    """Churn with that registered model name (rebuilt here: a process gets names, not models)."""
+    from esteira.usecase import RegistrySpec
+    from tests.unit.training.synthetic import churn_usecase
 
-    uc = UseCase.model_validate_json(uc_json)
+    return churn_usecase().model_copy(update={"registry": RegistrySpec(model_name=model_name)})
+
+
+def promote_in_process(model_name, version, expected, barrier, results):
+    from esteira.registry import transitions
+
+    uc = _churn(model_name)
     barrier.wait()
     try:
         transitions.promote(uc, version, expected, f"worker-{os.getpid()}", "race")
@@ -23,10 +30,8 @@ def transition_in_process(model_name, action, kwargs, started, results):
     """Run ``transitions.<action>(uc, **kwargs)`` on churn with that model name; say when it
     is about to, then how it ended: ``("ok", value)``, or the exception's class and message."""
     from esteira.registry import transitions
-    from esteira.usecase import RegistrySpec
-    from tests.unit.training.synthetic import churn_usecase
 
-    uc = churn_usecase().model_copy(update={"registry": RegistrySpec(model_name=model_name)})
+    uc = _churn(model_name)
     started.put(os.getpid())
     try:
         results.put(("ok", getattr(transitions, action)(uc, **kwargs)))

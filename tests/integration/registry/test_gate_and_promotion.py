@@ -139,7 +139,7 @@ def test_racing_promotions_have_exactly_one_winner(setting):
     workers = [
         context.Process(
             target=promote_in_process,
-            args=(uc.model_dump_json(by_alias=True), v, v1, barrier, results),
+            args=(uc.model_name, v, v1, barrier, results),
         )
         for v in challengers
     ]

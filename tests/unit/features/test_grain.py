@@ -99,3 +99,17 @@ def test_a_window_that_is_not_a_duration_period_or_event_count_names_the_feature
     path.write_text(_BASE.replace("window: 1 periods", "window: 1 month") + "source: {kind: file, path: x}\n")
     with pytest.raises(ConfigError, match=r"key 'features.definitions.0.window': Value error, window must look like"):
         load_usecase(path)
+
+
+def test_the_training_window_is_counted_in_the_grain(tmp_path):
+    from esteira.stages.model_training import TrainingOptions, TrainingTrigger, choose_window
+
+    uc = _load(tmp_path, "source: {kind: file, path: x}\n").model_copy()
+    uc = uc.model_copy(update={"training": uc.training.model_copy(update={"window": "3 periods"})})
+    end = dt.datetime(2025, 1, 1)
+    trigger = TrainingTrigger(kind="features", end=end)
+    # The trigger form always sends window_days (its default is the YAML's): not a choice.
+    same = TrainingOptions(window_days=uc.training.window_days).apply(uc)
+    assert choose_window(same, TrainingOptions(), trigger, lambda: end, lambda: None).start == dt.datetime(2022, 1, 1)
+    chosen = TrainingOptions(window_days=30).apply(uc)
+    assert choose_window(chosen, TrainingOptions(), trigger, lambda: end, lambda: None).start == dt.datetime(2024, 12, 2)
