@@ -92,9 +92,10 @@ def model_promotion(uc):
 
         @task(pool=pool)
         def deploy_champion(promoted: dict) -> dict:
+            from esteira.orchestration.context import skip_if_nothing
             from esteira.stages.model_promotion import deploy
 
-            return deploy(uc, promoted)
+            return skip_if_nothing(deploy(uc, promoted))
 
         candidate = read_challenger()
         branch = check_approval(candidate)

@@ -42,9 +42,10 @@ def model_rollback(uc):
 
         @task(pool=pool)
         def deploy_champion(restored: dict) -> dict:
+            from esteira.orchestration.context import skip_if_nothing
             from esteira.stages.model_rollback import deploy
 
-            return deploy(uc, restored, roll_back_on_failure=False)
+            return skip_if_nothing(deploy(uc, restored, roll_back_on_failure=False))
 
         deploy_champion(rollback_champion())
 

@@ -301,17 +301,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The errors shown as one line instead of a traceback: (module, class).
+_REPORTED = (
+    ("esteira.config", "ConfigError"),
+    ("esteira.stack.process", "ServiceError"),
+    ("esteira.onboarding", "OnboardingError"),
+    ("esteira.stack.airflow_api", "AirflowApiError"),
+)
+
+
+def _reported_errors() -> tuple[type[Exception], ...]:
+    """The classes of _REPORTED whose module the command loaded: a command that never
+    imported the REST client (about 2 s) cannot raise its error, so it need not import it."""
+    return tuple(getattr(sys.modules[module], name) for module, name in _REPORTED if module in sys.modules)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from esteira.config import ConfigError
-    from esteira.onboarding import OnboardingError
-    from esteira.stack.airflow_api import AirflowApiError
-    from esteira.stack.process import ServiceError
-
     # Commands that read MLflow go through esteira.tracking: the stack's server, never ./mlruns.
     try:
         return args.func(args)
-    except (ConfigError, ServiceError, OnboardingError, AirflowApiError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _reported_errors()):
+            raise
         print(f"esteira: {exc}", file=sys.stderr)
         return 2
 

@@ -108,16 +108,16 @@ def _sample_request(settings: Settings, uc) -> None:
     frame, _ = build_training_set(uc, settings, dt.datetime(2026, 2, 1), dt.datetime(2026, 2, 2))
     rows = frame[uc.feature_names].head(2)
     body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))})
+    served = f"{settings.model_server_url}/models/{uc.name}"
     request = urllib.request.Request(
-        f"{settings.model_server_url}/invocations", data=body.encode(),
-        headers={"Content-Type": "application/json"},
+        f"{served}/invocations", data=body.encode(), headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         answer = response.read().decode()
-    with urllib.request.urlopen(f"{settings.model_server_url}/version", timeout=10) as response:
-        version = response.read().decode()
-    say(f"model server {settings.model_server_url}: POST /invocations {body}")
-    say(f"    -> {answer}   (/version: {version})")
+    with urllib.request.urlopen(f"{served}/version", timeout=10) as response:
+        version = json.loads(response.read()).get("model_version")
+    say(f"model server {settings.model_server_url}: POST /models/{uc.name}/invocations {body}")
+    say(f"    -> {answer}   (/models/{uc.name}/version: version {version})")
 
 
 def _summary(settings: Settings, uc) -> None:
@@ -146,7 +146,8 @@ def _summary(settings: Settings, uc) -> None:
     print("\nWhere to look")
     print(f"  Airflow      {settings.airflow_url}  (DAGs tagged 'esteira'; the Esteira page in the menu)")
     print(f"  MLflow       {settings.mlflow_ui_url}  (experiment '{uc.name}-training', model '{uc.model_name}')")
-    print(f"  Model server {settings.model_server_url}/invocations  (/version, /metrics)")
+    print(f"  Model server {settings.model_server_url}/models/{uc.name}/invocations  "
+          f"(/models/{uc.name}/version, /metrics)")
     print("  The stack keeps running; stop it with: make down")
 
 

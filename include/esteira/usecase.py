@@ -90,7 +90,9 @@ class SourceSpec(_Strict):
     @model_validator(mode="after")
     def _keys_of_kind(self) -> SourceSpec:
         required, allowed = _SOURCE_KEYS[self.kind]
-        given = {k for k in self.model_fields_set if k != "kind"}
+        # A key at its default says nothing (a dumped and reloaded use case carries them all).
+        defaults = type(self).model_fields
+        given = {k for k in self.model_fields_set if k != "kind" and getattr(self, k) != defaults[k].default}
         if required - given:
             key = sorted(required - given)[0]
             raise ValueError(f"source.{key} is required when source.kind is '{self.kind}'")

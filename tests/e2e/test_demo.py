@@ -39,7 +39,7 @@ def test_model_server_serves_the_champion(demo_cycle):
     from esteira.registry.transitions import get_alias_version
 
     settings = demo_cycle["settings"]
-    live = httpx.get(f"{settings.model_server_url}/version").json()
+    live = httpx.get(f"{settings.model_server_url}/models/churn/version").json()
     assert live["model_version"] == str(get_alias_version(get_usecase("churn"), "champion"))
     bad = httpx.post(f"{settings.model_server_url}/invocations", content=b"{not json",
                      headers={"Content-Type": "application/json"})

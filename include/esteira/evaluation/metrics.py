@@ -1,11 +1,16 @@
-"""Metrics per problem type, under one naming used by runs, selection and the gate."""
+"""Metrics per problem type, under one naming used by runs, selection and the gate.
+
+The names are read by the Esteira page and the CLI, which must stay cheap: numpy and
+scikit-learn are imported only where a model is scored.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-from sklearn import metrics as skm
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 CLASSIFICATION = ("roc_auc", "log_loss", "f1", "precision", "recall", "accuracy")
 REGRESSION = ("rmse", "mae", "r2")
@@ -41,6 +46,9 @@ def metric_names(problem_type: str) -> tuple[str, ...]:
 
 def score(problem_type: str, model: Pipeline, features: pd.DataFrame, target: pd.Series) -> dict:
     """All metrics of ``problem_type`` for a fitted model on one split, as plain floats."""
+    import numpy as np
+    from sklearn import metrics as skm
+
     if problem_type == "binary_classification":
         y = target.astype(int).to_numpy()
         proba = model.predict_proba(features)[:, 1]

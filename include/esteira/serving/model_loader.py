@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from esteira import tracking
-from esteira.config import Settings
+from esteira.config import Settings, get_usecase, load_usecases
+from esteira.usecase import UseCase
 
 _MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 class ModelLoadError(RuntimeError):
     """The model version exists but cannot be downloaded, loaded or warmed."""
+
+
+def served_usecases(spec: str, settings: Settings) -> list[UseCase]:
+    """The use cases named by ``spec``: one name, a comma-separated list, or ``*`` for every
+    use case in ``ESTEIRA_USECASES_DIR``. An unknown name raises ConfigError naming it."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["*"]:
+        return load_usecases(settings)
+    return [get_usecase(name, settings) for name in dict.fromkeys(names)]
 
 
 @dataclass(frozen=True)

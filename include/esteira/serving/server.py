@@ -1,11 +1,13 @@
-"""The online model server: MLflow's scoring protocol, following the ``champion`` alias.
+"""The online model server: MLflow's scoring protocol, following each use case's ``champion``.
 
 Drop-in for ``mlflow models serve``: the same request formats, answers and error codes
 (``protocol`` says how, README lists where it deliberately differs), ``/version`` as
-MLflow answers it, and probabilities on request through ``params``. Beyond it: hot swap
-(``POST /reload`` and polling), the compiled (ONNX) path when the version has an
-equivalent one, an inference log, Prometheus ``/metrics``, an optional API key, and the
-live model's details at ``/models/<uc>/version``.
+MLflow answers it, and probabilities on request through ``params``. Beyond it: one process
+serves several use cases, each at ``POST /models/<uc>/invocations`` with its live model's
+details at ``/models/<uc>/version`` (a server of one use case also answers the plain
+``POST /invocations``); each follows its alias on its own (``POST /models/<uc>/reload``,
+``POST /reload`` for all, and polling), the compiled (ONNX) path when the version has an
+equivalent one, one inference log per use case, Prometheus ``/metrics``, an optional API key.
 
 It never stalls: bodies above ``inline_bytes`` are parsed on a worker thread, model calls
 run on another (only a compiled call on a few rows runs on the loop, being cheaper than
@@ -14,6 +16,7 @@ scored. It never holds more than ``max_pending_bytes`` of request bodies: past t
 request gets 503 with ``Retry-After`` at once, instead of waiting or growing memory.
 
     python -m esteira.serving.server --usecase churn --port 5001
+    python -m esteira.serving.server --usecase 'churn,demand'     # or '*': every use case
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
@@ -37,13 +40,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from esteira.config import Settings, get_settings, get_usecase
+from esteira.config import Settings, get_settings
 from esteira.serving import protocol
 from esteira.serving.inference_log import InferenceLog, log_dir
 from esteira.serving.invocations import PATH as INVOCATIONS
 from esteira.serving.invocations import Admission, InvocationsMiddleware, Limits
 from esteira.serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
-from esteira.serving.model_loader import LoadedModel, load_version, resolve_alias
+from esteira.serving.model_loader import LoadedModel, load_version, resolve_alias, served_usecases
 from esteira.serving.openapi import invocations_schema
 from esteira.serving.scoring import Batcher
 from esteira.usecase import UseCase
@@ -86,9 +89,11 @@ class ModelSlot:
     alias: str
     metrics: ServerMetrics
     compiled_threads: int | None = 1
+    sole: bool = True  # the server's only model: it alone sets the unlabelled version gauge
     model: LoadedModel | None = None
     problem: str = "the model is still loading"
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _shown: tuple[str, ...] = ()
 
     def refresh(self) -> dict[str, Any]:
         """Follow the alias: load and warm a new version beside the live one, then swap."""
@@ -107,8 +112,7 @@ class ModelSlot:
                     # What is loaded now lives as long as the model: keep the cyclic GC from
                     # walking it on every collection (a full one took tens of ms mid-request).
                     gc.freeze()
-                    self.metrics.set_model(loaded.name, loaded.version, loaded.run_id,
-                                           "onnx" if loaded.compiled is not None else "sklearn")
+                    self._show(loaded)
                     _log.info("serving %s (was %s) with %s", loaded.uri, previous,
                               "its compiled model" if loaded.compiled is not None
                               else f"sklearn: {loaded.compiled_reason}")
@@ -121,6 +125,16 @@ class ModelSlot:
             return {"changed": version != previous, "previous_version": previous,
                     "model_version": version}
 
+    def _show(self, loaded: LoadedModel) -> None:
+        scoring = "onnx" if loaded.compiled is not None else "sklearn"
+        if self.sole:
+            self.metrics.set_model(loaded.name, loaded.version, loaded.run_id, scoring)
+            return
+        if self._shown:  # replace only this use case's line; the others' models stay shown
+            self.metrics.model_info.remove(*self._shown)
+        self._shown = (loaded.name, loaded.version, loaded.run_id, scoring)
+        self.metrics.model_info.labels(*self._shown).set(1)
+
     def poll(self, interval: float, stop: threading.Event) -> None:
         """Load now, then follow the alias every ``interval`` seconds (never, if <= 0)."""
         while True:
@@ -132,53 +146,81 @@ class ModelSlot:
                 return
 
 
-def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = None) -> FastAPI:
-    """The server app for one use case; model loading and polling start with its lifespan."""
+@dataclass
+class Served:
+    """One use case on the server: its live model, its batcher and its own inference log."""
+
+    uc: UseCase
+    slot: ModelSlot
+    batcher: Batcher
+    log: InferenceLog | None
+
+
+def create_app(
+    usecases: UseCase | Iterable[UseCase], settings: Settings, config: ServerConfig | None = None
+) -> FastAPI:
+    """The server app for one or several use cases; model loading and polling start with its
+    lifespan. Admission and the parse and score threads are shared: one budget per process."""
+    ucs = [usecases] if isinstance(usecases, UseCase) else list(usecases)
+    if not ucs:
+        raise ValueError("a model server needs at least one use case")
     config = config or ServerConfig(api_key=settings.model_server_api_key)
     metrics = ServerMetrics()
     metrics.model_version.set(0)
-    slot = ModelSlot(settings, uc.model_name, config.alias, metrics,
-                     config.onnx_threads if config.compiled else None)
     parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esteira-parse")
     scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esteira-score")
-    batcher = Batcher(config.max_batch_rows, scoring, config.inline_rows, on_call=metrics.model_calls.inc)
     admission = Admission(config.max_pending_bytes, on_change=metrics.pending_bytes.set)
-    log = (
-        InferenceLog(log_dir(settings, uc), flush_seconds=config.log_flush_seconds,
-                     on_drop=metrics.log_dropped.inc)
-        if config.inference_log
-        else None
-    )
+    sole = ucs[0] if len(ucs) == 1 else None
+    served = {
+        uc.name: Served(
+            uc,
+            ModelSlot(settings, uc.model_name, config.alias, metrics,
+                      config.onnx_threads if config.compiled else None, sole=sole is not None),
+            Batcher(config.max_batch_rows, scoring, config.inline_rows,
+                    on_call=metrics.model_calls.inc),
+            InferenceLog(log_dir(settings, uc), flush_seconds=config.log_flush_seconds,
+                         on_drop=metrics.log_dropped.inc) if config.inference_log else None,
+        )
+        for uc in ucs
+    }
     key = config.api_key.encode()
-    details_path = f"/models/{uc.name}/version"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         stop = threading.Event()
-        poller = threading.Thread(
-            target=slot.poll, args=(config.poll_seconds, stop), name="esteira-poll", daemon=True
-        )
-        if log is not None:
-            log.start()
-        poller.start()
+        pollers = [
+            threading.Thread(target=s.slot.poll, args=(config.poll_seconds, stop),
+                             name=f"esteira-poll-{name}", daemon=True)
+            for name, s in served.items()
+        ]
+        for s in served.values():
+            if s.log is not None:
+                s.log.start()
+        for poller in pollers:
+            poller.start()
         try:
             yield
         finally:
             stop.set()
-            poller.join(timeout=5)
+            for poller in pollers:
+                poller.join(timeout=5)
             parsing.shutdown(wait=True)
             scoring.shutdown(wait=True)
-            if log is not None:
-                log.close()
+            for s in served.values():
+                if s.log is not None:
+                    s.log.close()
 
+    names = ", ".join(served)
     app = FastAPI(
-        title=f"Esteira model server: {uc.name}",
+        title=f"Esteira model server: {names}",
         description=__doc__.split("\n\n")[0],
         version="1",
         lifespan=lifespan,
     )
-    app.state.slot = slot
-    app.state.inference_log = log
+    app.state.served = served
+    if sole is not None:
+        app.state.slot = served[sole.name].slot
+        app.state.inference_log = served[sole.name].log
     app.state.admission = admission
 
     def key_problem(header: Callable[[str], str | None]) -> tuple[int, str, str] | None:
@@ -196,12 +238,32 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
 
     limits = Limits(config.max_body_bytes, config.max_rows, config.inline_bytes,
                     config.retry_after_seconds)
-    app.add_middleware(InvocationsMiddleware, slot=slot, batcher=batcher, admission=admission,
-                       limits=limits, parsing=parsing, metrics=metrics, log=log,
-                       check_key=key_problem)
+    app.add_middleware(UseCaseRouter, handlers={
+        name: dict(slot=s.slot, batcher=s.batcher, admission=admission, limits=limits,
+                   parsing=parsing, metrics=metrics, log=s.log, check_key=key_problem)
+        for name, s in served.items()
+    }, sole=sole.name if sole is not None else None)
+    per_usecase = {f"/models/{name}/{leaf}" for name in served
+                   for leaf in ("invocations", "version", "reload")}
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=frozenset(
-        {INVOCATIONS, "/ping", "/health", "/version", "/reload", "/metrics", details_path}))
-    app.openapi = lambda: _openapi(app, uc)
+        {INVOCATIONS, "/ping", "/health", "/version", "/reload", "/metrics", "/models",
+         *per_usecase}))
+    app.openapi = lambda: _openapi(app, ucs, sole is not None)
+
+    def describe(s: Served) -> dict[str, Any]:
+        model = s.slot.model
+        if model is None:
+            return {"model_name": s.uc.model_name, "model_version": None,
+                    "alias": config.alias, "reason": s.slot.problem}
+        return {**model.describe(), "alias": config.alias,
+                "scoring": "onnx" if model.compiled is not None else "sklearn"}
+
+    async def reload_one(s: Served) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, await asyncio.to_thread(s.slot.refresh)
+        except Exception as exc:
+            live = s.slot.model.version if s.slot.model else None
+            return 503, {"error_code": "RELOAD_FAILED", "message": str(exc), "model_version": live}
 
     @app.get("/ping", summary="Liveness: the process answers")
     async def ping() -> Response:
@@ -210,37 +272,57 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
     @app.get("/health", summary="Readiness: 200 once a model is loaded, else 503",
              responses={503: {"description": "no model loaded yet"}})
     async def health() -> Response:
-        model = slot.model
-        if model is None:
-            return _json(503, {"status": "not ready", "reason": slot.problem})
-        return _json(200, {"status": "ready", **model.describe(),
-                           **({"warning": slot.problem} if slot.problem else {})})
+        if sole is not None:
+            slot = served[sole.name].slot
+            model = slot.model
+            if model is None:
+                return _json(503, {"status": "not ready", "reason": slot.problem})
+            return _json(200, {"status": "ready", **model.describe(),
+                               **({"warning": slot.problem} if slot.problem else {})})
+        models = {name: describe(s) for name, s in served.items()}
+        ready = any(m["model_version"] is not None for m in models.values())
+        return _json(200 if ready else 503,
+                     {"status": "ready" if ready else "not ready", "models": models})
 
     @app.get("/version", summary="The MLflow version, as mlflow models serve answers")
     async def mlflow_version() -> Response:
         return Response(_MLFLOW_VERSION.encode(), media_type=_JSON)
 
-    @app.get(details_path, summary="Which model version is live, and how it is scored")
-    async def model_details() -> Response:
-        model = slot.model
-        if model is None:
-            return _json(200, {"model_name": uc.model_name, "model_version": None,
-                               "alias": config.alias, "reason": slot.problem})
-        return _json(200, {**model.describe(), "alias": config.alias,
-                           "scoring": "onnx" if model.compiled is not None else "sklearn"})
+    @app.get("/models", summary="The use cases this server serves, and their live versions")
+    async def models() -> Response:
+        return _json(200, {"models": {name: describe(s) for name, s in served.items()}})
 
-    @app.post("/reload", summary="Follow the alias now (hot swap)", responses=_ERROR_RESPONSES)
+    @app.get("/models/{usecase}/version",
+             summary="Which model version is live for a use case, and how it is scored",
+             responses={404: {"description": "this server does not serve the use case"}})
+    async def model_details(usecase: str) -> Response:
+        s = served.get(usecase)
+        if s is None:
+            return _not_served(usecase, served)
+        return _json(200, describe(s))
+
+    @app.post("/models/{usecase}/reload", summary="Follow one use case's alias now (hot swap)",
+              responses=_ERROR_RESPONSES)
+    async def reload_usecase(usecase: str, request: Request) -> Response:
+        refusal = key_problem(request.headers.get)
+        if refusal is not None:
+            return _error(*refusal)
+        s = served.get(usecase)
+        if s is None:
+            return _not_served(usecase, served)
+        return _json(*await reload_one(s))
+
+    @app.post("/reload", summary="Follow the alias now (hot swap); every use case's on a "
+                                 "server of several", responses=_ERROR_RESPONSES)
     async def reload(request: Request) -> Response:
         refusal = key_problem(request.headers.get)
         if refusal is not None:
             return _error(*refusal)
-        try:
-            result = await asyncio.to_thread(slot.refresh)
-        except Exception as exc:
-            live = slot.model.version if slot.model else None
-            return _json(503, {"error_code": "RELOAD_FAILED", "message": str(exc),
-                               "model_version": live})
-        return _json(200, result)
+        if sole is not None:
+            return _json(*await reload_one(served[sole.name]))
+        answers = {name: await reload_one(s) for name, s in served.items()}
+        status = 200 if all(code == 200 for code, _ in answers.values()) else 503
+        return _json(status, {"models": {name: body for name, (_, body) in answers.items()}})
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
@@ -249,22 +331,61 @@ def create_app(uc: UseCase, settings: Settings, config: ServerConfig | None = No
     return app
 
 
+class UseCaseRouter:
+    """Sends ``POST /models/<uc>/invocations`` to that use case's scoring handler (and, on a
+    server of one use case, ``POST /invocations`` too); everything else goes to the app.
+
+    The handlers are InvocationsMiddleware, which answers the path ``/invocations``: the
+    router hands them the request under that path.
+    """
+
+    def __init__(self, app, *, handlers: dict[str, dict[str, Any]], sole: str | None) -> None:
+        self.app = app
+        self.routes = {f"/models/{name}{INVOCATIONS}": InvocationsMiddleware(app, **kwargs)
+                       for name, kwargs in handlers.items()}
+        self.names = ", ".join(handlers)
+        if sole is not None:
+            self.routes[INVOCATIONS] = self.routes[f"/models/{sole}{INVOCATIONS}"]
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        handler = self.routes.get(path)
+        if handler is not None:
+            await handler({**scope, "path": INVOCATIONS}, receive, send)
+        elif path == INVOCATIONS:
+            body = protocol.error_body(
+                f"this server serves several use cases ({self.names}): "
+                f"POST /models/<uc>{INVOCATIONS}", "ENDPOINT_NOT_FOUND")
+            await Response(body, 404, media_type=_JSON)(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _not_served(usecase: str, served: dict[str, Served]) -> Response:
+    return _error(404, f"this server does not serve use case '{usecase}' "
+                       f"(it serves: {', '.join(served)})", "RESOURCE_DOES_NOT_EXIST")
+
+
 _MLFLOW_VERSION = package_version("mlflow")
 
 
-def _openapi(app: FastAPI, uc: UseCase) -> dict[str, Any]:
-    """FastAPI's document plus ``POST /invocations``, which InvocationsMiddleware serves."""
+def _openapi(app: FastAPI, ucs: list[UseCase], sole: bool) -> dict[str, Any]:
+    """FastAPI's document plus each ``POST /models/<uc>/invocations`` (and ``POST
+    /invocations`` on a server of one use case), which UseCaseRouter serves."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
-        operation = {"summary": "Score rows (MLflow scoring protocol)",
-                     "responses": {str(k): v for k, v in _ERROR_RESPONSES.items()}}
-        extra = invocations_schema(uc)
-        operation["requestBody"] = extra["requestBody"]
-        operation["responses"].update(extra["responses"])
-        schema["paths"][INVOCATIONS] = {"post": operation}
+        for uc in ucs:
+            operation = {"summary": f"Score rows of {uc.name} (MLflow scoring protocol)",
+                         "responses": {str(k): v for k, v in _ERROR_RESPONSES.items()}}
+            extra = invocations_schema(uc)
+            operation["requestBody"] = extra["requestBody"]
+            operation["responses"].update(extra["responses"])
+            schema["paths"][f"/models/{uc.name}{INVOCATIONS}"] = {"post": operation}
+            if sole:
+                schema["paths"][INVOCATIONS] = {"post": operation}
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -290,14 +411,16 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve one use case's ``champion`` with uvicorn (one worker; hot swap needs one process)."""
+    """Serve the use cases' ``champion`` with uvicorn (one worker; hot swap needs one process)."""
     import uvicorn
 
     settings = get_settings()
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(prog="python -m esteira.serving.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--usecase", required=True)
+    parser.add_argument("--usecase", default=os.environ.get("ESTEIRA_SERVE_USECASE", ""),
+                        help="a use case, a comma-separated list, or '*' for all "
+                             "(default: ESTEIRA_SERVE_USECASE)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=settings.model_server_port)
     parser.add_argument("--alias", default="champion")
@@ -317,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-inference-log", action="store_true")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    usecases = served_usecases(args.usecase, settings)
+    if not usecases:
+        parser.error(f"no use case to serve: --usecase {args.usecase!r} names none "
+                     f"(use cases are in {settings.usecases_dir})")
 
     # Fail a registry call in seconds, not after MLflow's default 4 minutes of retries:
     # the poller tries again anyway.
@@ -340,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_threads=args.onnx_threads,
         inference_log=not args.no_inference_log,
     )
-    app = create_app(get_usecase(args.usecase, settings), settings, config)
+    app = create_app(usecases, settings, config)
     uvicorn.run(app, host=args.host, port=args.port, workers=1, loop="uvloop", http="httptools",
                 access_log=False, log_level=args.log_level, timeout_graceful_shutdown=30)
     return 0

@@ -48,7 +48,11 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Task processes fork from LocalExecutor workers, which fork from the scheduler: this
+        # LocalExecutor imports what the stages use once, before it forks (warm.py), so no
+        # task process pays mlflow, sklearn, skops or Evidently again. The scheduler reports
+        # healthy once that is done (`esteira up` waits for it).
+        "AIRFLOW__CORE__EXECUTOR": "esteira.orchestration.warm.WarmLocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         # 32 worker processes by default: far too many for a 2-core laptop (docs/stack-facts.md).
@@ -56,8 +60,14 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # Each hop (a task's end -> the next task queued, an Asset event -> its run) waits for
+        # the scheduler's next loop, and an idle loop sleeps this long (default 1 s).
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+        # New DAG files show within 20 s; a changed one is re-parsed at once (the default sort
+        # mode, modified_time, skips the interval for it). Unchanged files are re-parsed every
+        # 2 min, not every 10 s: each parse is a process that builds every use case's DAGs.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 713),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
@@ -88,27 +98,33 @@ def _services(settings: Settings) -> list[tuple[process.Service, float]]:
         env={**airflow_env(settings), **marker},
         cwd=settings.airflow_home,
     )
-    services = [(mlflow, 90.0), (airflow, 180.0)]
-    services += [(model_server_service(settings, uc.name, marker), 60.0) for uc in _served(settings)]
+    services = [(mlflow, 90.0), (airflow, 300.0)]
+    served = _served(settings)
+    if served:
+        services.append((model_server_service(settings, served, marker), 60.0))
     return services
 
 
-def _served(settings: Settings):
-    """Only the demo's use case gets an online server in the embedded stack."""
+def _served(settings: Settings) -> list[str]:
+    """The use cases of the stack's one model server: ESTEIRA_SERVE_USECASE (a name, a
+    comma-separated list, or ``*`` for every use case; the demo's by default), as ``esteira
+    up`` remembered it. Names of no known use case are left out; none: no server."""
     remembered = remembered_settings(settings.home).get("ESTEIRA_SERVE_USECASE", "churn")
-    served = os.environ.get("ESTEIRA_SERVE_USECASE", remembered)
-    return [uc for uc in load_usecases(settings) if uc.name == served]
+    names = [n.strip() for n in os.environ.get("ESTEIRA_SERVE_USECASE", remembered).split(",")]
+    known = [uc.name for uc in load_usecases(settings)]
+    return known if names == ["*"] else [n for n in dict.fromkeys(names) if n in known]
 
 
-def model_server_service(settings: Settings, usecase: str, extra_env: dict) -> process.Service:
+def model_server_service(settings: Settings, usecases: list[str], extra_env: dict) -> process.Service:
+    """One server process for all ``usecases``, each at ``/models/<uc>/invocations``."""
     return process.Service(
-        name=f"model server ({usecase})",
+        name=f"model server ({', '.join(usecases)})",
         argv=[
             sys.executable,
             "-m",
             "esteira.serving.server",
             "--usecase",
-            usecase,
+            ",".join(usecases),
             "--port",
             str(settings.model_server_port),
         ],
@@ -170,7 +186,8 @@ def up(settings: Settings | None = None, echo=print) -> None:
     echo("")
     echo(f"Airflow UI      {settings.airflow_url}  (login: admin / {admin_password(settings)})")
     echo(f"MLflow UI       {settings.mlflow_ui_url}")
-    echo(f"Model server    {settings.model_server_url}/invocations")
+    for name in _served(settings):
+        echo(f"Model server    {settings.model_server_url}/models/{name}/invocations")
     echo("Stop everything with: make down")
 
 

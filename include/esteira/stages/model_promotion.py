@@ -103,12 +103,13 @@ def promote(uc: UseCase, candidate: Mapping[str, Any], approval: Approval | None
             "run_id": candidate.get("run_id", ""), "actor": actor}
 
 
-def deploy(uc: UseCase, promoted: Mapping[str, Any], roll_back_on_failure: bool = True) -> Reference:
-    """Reload the online server and check it serves ``promoted['version']``.
+def deploy(uc: UseCase, promoted: Mapping[str, Any], roll_back_on_failure: bool = True) -> StageResult:
+    """Reload the use case on the online server and check it serves ``promoted['version']``.
 
     On a failed check the champion goes back to the previous version (through the registry
-    module), the failure is recorded in the registry's history, and the task fails loudly.
-    ESTEIRA_MODEL_SERVER_URL=off skips the deploy.
+    module) if it still points at this one, the failure is recorded in the registry's
+    history, and the task fails saying what was undone. NothingToDo when no server serves
+    the use case, or ESTEIRA_MODEL_SERVER_URL=off.
     """
     from esteira.config import get_settings
     from esteira.registry import transitions
@@ -116,23 +117,31 @@ def deploy(uc: UseCase, promoted: Mapping[str, Any], roll_back_on_failure: bool 
 
     settings = get_settings()
     if settings.model_server_url == "off":
-        log.warning("ESTEIRA_MODEL_SERVER_URL=off: no online server to deploy to")
-        return {"deployed": False, "version": promoted["version"]}
+        return NothingToDo("ESTEIRA_MODEL_SERVER_URL=off: no online server to deploy to")
+    version = int(promoted["version"])
     previous = promoted.get("previous_champion")
 
-    def roll_back() -> None:
-        if roll_back_on_failure and previous:
-            transitions.rollback(
-                uc, int(previous), "esteira deploy check",
-                f"version {promoted['version']} failed its canary on {settings.model_server_url}",
-            )
-            log.error("champion rolled back to version %s", previous)
+    def roll_back() -> str:
+        if not roll_back_on_failure:
+            return f"the champion alias stays on version {version} (a rollback's deploy moves no alias)"
+        current = transitions.get_alias_version(uc, "champion")
+        if current != version:
+            return f"the champion alias is on version {current}, not {version}: left where it is"
+        if not previous:
+            return f"the champion alias stays on version {version}: there is no earlier champion"
+        transitions.rollback(
+            uc, int(previous), "esteira deploy check",
+            f"version {version} failed its canary on {settings.model_server_url}",
+        )
+        log.error("champion rolled back to version %s", previous)
+        return f"the champion alias rolled back from version {version} to version {previous}"
 
     try:
-        result = deploy_champion(uc, settings, int(promoted["version"]), on_failure=roll_back)
+        result = deploy_champion(uc, settings, version, on_failure=roll_back)
     except DeployError as failed:
-        transitions.record_decision(
-            uc, "deploy_failed", int(promoted["version"]), "esteira deploy check", str(failed)
-        )
+        transitions.record_decision(uc, "deploy_failed", version, "esteira deploy check", str(failed))
         raise
+    if isinstance(result, NothingToDo):
+        log.warning("%s", result.reason)
+        return result
     return {"deployed": True, **result}

@@ -360,17 +360,21 @@ def lineage_chain(
 
 
 def _serving(uc: UseCase, settings: Settings) -> dict[str, Any] | None:
-    """What the online server says it serves; None when there is none or it serves another
-    use case."""
+    """What the online server says it serves for the use case (``/models/<uc>/version``);
+    None when there is none or it does not serve this use case (404)."""
     url = settings.model_server_url
     if not url.startswith(("http://", "https://")):
         return None
-    request = urllib.request.Request(f"{url.rstrip('/')}/version")
+    request = urllib.request.Request(f"{url.rstrip('/')}/models/{uc.name}/version")
     if settings.model_server_api_key:
         request.add_header("X-API-Key", settings.model_server_api_key)
     try:
         with urllib.request.urlopen(request, timeout=1.0) as answer:
             body = json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        if refused.code == 404:
+            return None
+        return {"url": url, "reachable": False, "model_name": uc.model_name, "model_version": None}
     except (urllib.error.URLError, OSError, ValueError):
         return {"url": url, "reachable": False, "model_name": uc.model_name, "model_version": None}
     if body.get("model_name") != uc.model_name:

@@ -94,8 +94,8 @@ def test_the_training_dag_runs_end_to_end_on_databricks(remote_belt):
 def test_local_and_databricks_paths_give_the_same_features_and_metrics(remote_belt, tmp_path, monkeypatch):
     from esteira.config import get_settings
     from esteira.features.generator import generate_landing
-    from esteira.training.candidates import expand_candidates
     from esteira.stages.model_training import TrainingOptions, TrainingTrigger, prepare_training
+    from esteira.training.candidates import expand_candidates
 
     uc, remote = remote_belt["uc"], remote_belt["settings"]
     monkeypatch.setenv("ESTEIRA_HOME", str(tmp_path))

@@ -21,9 +21,9 @@ from airflow.providers.databricks.triggers.databricks import DatabricksExecution
 from airflow.sdk.exceptions import TaskDeferred
 
 from esteira.compute.databricks import StepFailed
-from esteira.orchestration.operator import STATE_KEY, EsteiraStepOperator
 from esteira.config import load_usecase
 from esteira.features.generator import generate_landing
+from esteira.orchestration.operator import STATE_KEY, EsteiraStepOperator
 
 from .conftest import cluster_env, small_churn
 

@@ -11,7 +11,8 @@ NEWEST_LABEL = dt.datetime(1988, 1, 1)
 CHAMPION_END = dt.datetime(1986, 1, 1)
 
 
-def _window(trigger, options=TrainingOptions(), champion=CHAMPION_END):
+def _window(trigger, options=None, champion=CHAMPION_END):
+    options = options or TrainingOptions()
     return choose_window(churn_usecase(), options, trigger, lambda: NEWEST_LABEL, lambda: champion)
 
 

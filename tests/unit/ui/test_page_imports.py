@@ -10,8 +10,6 @@ import subprocess
 import sys
 import uuid
 
-import pytest
-
 from esteira.config import get_settings, get_usecase
 from tests.unit.ui.seed import seed_monitoring, seed_registry
 
@@ -33,8 +31,6 @@ print(json.dumps({
 """
 
 
-@pytest.mark.xfail(strict=True, reason="esteira.evaluation.metrics imports sklearn at module level, "
-                   "and the page needs its MLFLOW_NAMES: move its numpy/pandas/sklearn imports into score()")
 def test_gathering_the_page_imports_neither_sklearn_nor_evidently(mlflow_server, esteira_home, monkeypatch):
     monkeypatch.setenv("ESTEIRA_MODEL_SERVER_URL", "off")
     model = f"ui_cost_{uuid.uuid4().hex[:8]}"
