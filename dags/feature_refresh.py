@@ -44,7 +44,7 @@ def feature_refresh(uc):
         @task(outlets=[features])
         def publish_features(reference: dict, **context) -> dict:
             from esteira.orchestration.context import publish
-            from esteira.stages.results import NothingToDo
+            from esteira.results import NothingToDo
 
             if not context["params"]["notify_downstream"]:
                 return publish(context, features, NothingToDo("notify_downstream is off: no features event, no training"))

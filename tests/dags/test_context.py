@@ -10,9 +10,9 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
 
 from esteira.orchestration import context as ctx
+from esteira.results import NothingToDo
 from esteira.stages.model_promotion import Approval
 from esteira.stages.model_training import TrainingTrigger
-from esteira.stages.results import NothingToDo
 from esteira.stages.window import RunWindow
 
 FEATURES = Asset("esteira://churn/features")

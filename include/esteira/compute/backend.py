@@ -6,7 +6,7 @@ from typing import Protocol
 
 from esteira.compute.job import StepJob
 from esteira.config import ConfigError, Settings
-from esteira.stages.results import StageResult
+from esteira.results import StageResult
 from esteira.usecase import UseCase
 
 BACKENDS = ("local", "databricks")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from esteira.compute.job import StepJob, parse_result
 from esteira.config import ConfigError
-from esteira.stages.results import StageResult
+from esteira.results import StageResult
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import DatabricksHook, RunState

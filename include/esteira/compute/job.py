@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from esteira.stages.results import StageResult, from_json, to_json
+from esteira.results import StageResult, from_json, to_json
 from esteira.usecase import UseCase
 
 RESULT_MARKER = "ESTEIRA_RESULT "

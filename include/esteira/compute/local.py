@@ -6,7 +6,7 @@ import importlib
 import json
 
 from esteira.compute.job import StepJob
-from esteira.stages.results import StageResult, from_json, to_json
+from esteira.results import StageResult, from_json, to_json
 
 
 class LocalBackend:

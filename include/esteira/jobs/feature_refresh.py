@@ -12,7 +12,7 @@ import datetime as dt
 import sys
 
 from esteira.compute.job import StepJob, run_main
-from esteira.stages.results import StageResult
+from esteira.results import StageResult
 
 STEP = "feature_refresh"
 

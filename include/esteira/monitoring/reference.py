@@ -125,7 +125,7 @@ def load_reference(
                 f"the monitoring reference {reference.uri} of {uc.model_name} v{version} does not "
                 f"match its recorded digest (sha256 {digest[:12]}..., recorded {reference.sha256[:12]}...)"
             )
-        frame = pq.ParquetFile(local).read(use_threads=False).to_pandas()
+        frame = pq.ParquetFile(local).read(use_threads=False).to_pandas(strings_to_categorical=True)
     stratify = uc.label.column if uc.problem_type == "binary_classification" else None
     return Sample(frame, source_rows=reference.rows, seed=reference.seed, stratify_by=stratify)
 

@@ -146,7 +146,7 @@ def sample_batches(
         fields = [schema.field(name) for name in (schema.names if names is None else names)]
         return Sample(pa.schema(fields).empty_table().to_pandas(), 0, seed, stratify_by)
     order = np.argsort(reservoir.positions, kind="stable")
-    frame, rows = reservoir.kept.take(pa.array(order)).to_pandas(), reservoir.seen
+    frame, rows = reservoir.kept.take(pa.array(order)).to_pandas(strings_to_categorical=True), reservoir.seen
     del reservoir
     # Arrow's allocator keeps freed batches for reuse; hand them back before Evidently runs.
     pa.default_memory_pool().release_unused()

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-from esteira.stages.results import NothingToDo, Reference, StageResult
+from esteira.results import NothingToDo, Reference, StageResult
 from esteira.stages.window import RunWindow, requested_window
 
 

@@ -33,33 +33,41 @@ def registry_pool(uc: UseCase) -> str:
 
 def ensure_pools(session: Session, names: Iterable[str]) -> list[str]:
     """Add the Esteira pools among ``names`` that do not exist yet, one slot each, in
-    ``session``'s transaction (the caller commits); returns the ones added.
+    ``session``'s transaction; returns the ones that were missing.
 
-    Each insert has its own savepoint: a second scheduler that added the same pool first
-    costs this one nothing but that insert.
+    The caller commits: the scheduler forbids any other commit, a savepoint's included, in
+    its loop. The insert skips a pool that a second scheduler added meanwhile (ON CONFLICT
+    DO NOTHING, or INSERT IGNORE on MySQL), so that race costs no error.
     """
     from airflow.models.pool import Pool
     from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError
 
     wanted = {name for name in names if name.startswith(PREFIX)}
     if not wanted:
         return []
-    existing = set(session.scalars(select(Pool.pool).where(Pool.pool.in_(wanted))))
-    added = []
-    for name in sorted(wanted - existing):
-        model = name.removeprefix(PREFIX)
-        pool = Pool(
-            pool=name, slots=1, include_deferred=False,
-            description=f"Esteira: one alias change of model '{model}' at a time (promotion, rollback, deploy)",
-        )
-        try:
-            with session.begin_nested():
-                session.add(pool)
-        except IntegrityError:
-            continue
-        added.append(name)
-    return added
+    missing = sorted(wanted - set(session.scalars(select(Pool.pool).where(Pool.pool.in_(wanted)))))
+    if not missing:
+        return []
+    rows = [
+        {"pool": name, "slots": 1, "include_deferred": False,
+         "description": f"Esteira: one alias change of model '{name.removeprefix(PREFIX)}' at a time "
+                        "(promotion, rollback, deploy)"}
+        for name in missing
+    ]
+    session.execute(_insert_ignoring_conflicts(session.get_bind().dialect.name, Pool, rows))
+    return missing
+
+
+def _insert_ignoring_conflicts(dialect: str, table, rows: list[dict]):
+    from sqlalchemy import insert
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    else:
+        return insert(table).values(rows).prefix_with("IGNORE")  # MySQL
+    return upsert(table).values(rows).on_conflict_do_nothing(index_elements=["pool"])
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from esteira import tracking
 from esteira.config import Settings
-from esteira.stages.results import NothingToDo
+from esteira.results import NothingToDo
 from esteira.usecase import UseCase
 
 

@@ -218,9 +218,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.served = served
-    if sole is not None:
-        app.state.slot = served[sole.name].slot
-        app.state.inference_log = served[sole.name].log
     app.state.admission = admission
 
     def key_problem(header: Callable[[str], str | None]) -> tuple[int, str, str] | None:

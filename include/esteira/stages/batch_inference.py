@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from esteira.stages.results import NothingToDo, StageResult
+from esteira.results import NothingToDo, StageResult
 from esteira.stages.window import RunWindow
 from esteira.usecase import UseCase
 

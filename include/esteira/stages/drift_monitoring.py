@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from esteira.config import get_settings
-from esteira.stages.results import NothingToDo, Reference, StageResult
+from esteira.results import NothingToDo, Reference, StageResult
 from esteira.stages.window import RunWindow
 from esteira.usecase import UseCase
 

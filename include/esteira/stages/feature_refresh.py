@@ -3,7 +3,7 @@ Delta feature table (in the worker, or as a Databricks run of `esteira.jobs.feat
 
 from __future__ import annotations
 
-from esteira.stages.results import NothingToDo, StageResult, to_reference
+from esteira.results import NothingToDo, StageResult, to_reference
 from esteira.stages.window import RunWindow
 from esteira.usecase import UseCase
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from esteira.stages.results import NothingToDo, Reference, StageResult
+from esteira.results import NothingToDo, Reference, StageResult
 from esteira.usecase import UseCase
 
 log = logging.getLogger("esteira.registry")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from esteira.results import Reference
 from esteira.stages.model_promotion import deploy
-from esteira.stages.results import Reference
 from esteira.usecase import UseCase
 
 log = logging.getLogger("esteira.registry")

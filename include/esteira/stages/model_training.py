@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from esteira.config import Settings, get_settings
-from esteira.stages.results import NothingToDo, Reference, StageResult, to_reference
+from esteira.results import NothingToDo, Reference, StageResult, to_reference
 from esteira.usecase import UseCase
 
 if TYPE_CHECKING:

@@ -117,7 +117,7 @@ def test_an_interval_nothing_was_delivered_for_says_so(churn, settings):
     into a skipped task rather than a failure."""
     from esteira.compute.job import StepJob
     from esteira.jobs import feature_refresh
-    from esteira.stages.results import NothingToDo
+    from esteira.results import NothingToDo
 
     with pytest.raises(NoLandingData, match=r"no raw events delivered for \[2026-06-01"):
         refresh_features(churn, settings, date(2026, 6, 1), date(2026, 6, 2), run_id="r")

@@ -50,9 +50,12 @@ def test_the_tasks_that_move_aliases_share_the_models_pool():
 
 
 def test_missing_pools_are_created_with_one_slot_once(metadata_db):
+    from airflow.utils.sqlalchemy import prohibit_commit
+
     names = ["esteira_registry__m_a", "esteira_registry__m_b", "default_pool", "someone_elses"]
-    with metadata_db() as session:
+    with metadata_db() as session, prohibit_commit(session) as guard:  # as in the scheduler's loop
         assert sorted(pools.ensure_pools(session, names)) == names[:2]
+        guard.commit()
     created = _pools(metadata_db, names)
     assert {n: created.get(n) for n in names if n != "default_pool"} == {
         "esteira_registry__m_a": 1, "esteira_registry__m_b": 1, "someone_elses": None,
@@ -62,15 +65,19 @@ def test_missing_pools_are_created_with_one_slot_once(metadata_db):
 
 
 def test_a_starting_run_creates_its_pool_in_the_schedulers_session(metadata_db):
+    """The scheduler calls the listener inside its loop, where any commit but its own (a
+    savepoint's included) raises: the pool must ride on the scheduler's transaction."""
     from airflow.models.dagrun import DagRun
+    from airflow.utils.sqlalchemy import prohibit_commit
 
     uc = churn_usecase().model_copy(update={"name": "pooltest"})
     dag = runpy.run_path(str(REPO / "dags" / "model_rollback.py"), run_name="dag_module")["model_rollback"](uc)
     name = pools.registry_pool(uc)
-    with metadata_db() as session:
+    with metadata_db() as session, prohibit_commit(session) as guard:
         run = DagRun(dag_id=dag.dag_id, run_id="pool-test", run_type="manual")
         run.dag = dag
         session.add(run)  # as the scheduler holds it: in its open session
         pools.on_dag_run_running(dag_run=run, msg="started")
         session.expunge(run)  # this test only wants the pool committed
+        guard.commit()
     assert _pools(metadata_db, [name]) == {name: 1}

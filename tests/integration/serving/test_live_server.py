@@ -293,7 +293,7 @@ def test_deploy_without_the_api_key_fails_loudly(uc, live):
     live_version = httpx.get(f"{live.model_server_url}/models/churn/version").json()["model_version"]
     keyless = dataclasses.replace(live, model_server_api_key="")
 
-    with pytest.raises(DeployError, match="POST /reload answered 401"):
+    with pytest.raises(DeployError, match="POST /models/churn/reload answered 401"):
         deploy_champion(uc, keyless, live_version)
 
 

@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from esteira.config import load_usecase
+from esteira.results import NothingToDo
 from esteira.serving.deploy import DeployError, deploy_champion
 from esteira.serving.inference_log import read_inference_log
 from esteira.serving.model_loader import served_usecases
 from esteira.stack import process
-from esteira.stages.results import NothingToDo
 from esteira.usecase import UseCase
 from tests.integration.serving import models
 
@@ -232,3 +232,16 @@ def test_a_failed_deploy_says_exactly_what_it_undid(usecases, both):
     assert "the champion alias moved back (test)" in message
     assert f"the server at {live.model_server_url}/models/churn was not changed (serves version {served})" in message
     assert "rolled back" not in message
+
+
+def test_the_promotion_deploy_step_skips_a_use_case_no_server_serves(usecases, both, monkeypatch):
+    from esteira.stages import model_promotion
+
+    live, _ = both
+    absent = usecases["churn"].model_copy(update={"name": "absent"})
+    monkeypatch.setenv("ESTEIRA_MODEL_SERVER_URL", live.model_server_url)
+    monkeypatch.setenv("ESTEIRA_MODEL_SERVER_API_KEY", API_KEY)
+
+    result = model_promotion.deploy(absent, {"version": 1, "previous_champion": None})
+
+    assert isinstance(result, NothingToDo) and "serves use case 'absent'" in result.reason

@@ -16,8 +16,8 @@ import yaml
 from esteira import cli
 from esteira.orchestration.context import approval
 from esteira.registry import transitions
+from esteira.results import NothingToDo
 from esteira.stages import model_promotion, model_training
-from esteira.stages.results import NothingToDo
 from esteira.training.fit import train_candidate
 from esteira.training.runs import start_parent_run
 from tests.unit.training.synthetic import churn_frame, write_table

@@ -20,9 +20,9 @@ import yaml
 
 from esteira.orchestration import assets
 from esteira.orchestration.context import training_trigger
+from esteira.results import NothingToDo
 from esteira.stages import model_training as stage
 from esteira.stages.drift_monitoring import retraining_request
-from esteira.stages.results import NothingToDo
 from esteira.stages.window import RunWindow
 from esteira.usecase import UseCase
 

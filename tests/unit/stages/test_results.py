@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from esteira.compute.job import parse_result, result_line
-from esteira.stages.results import NothingToDo, from_json, to_json
+from esteira.results import NothingToDo, from_json, to_json
 
 
 def test_nothing_to_do_survives_a_result_line():
