@@ -24,7 +24,7 @@ import yaml
 
 from tests.e2e.conftest import REPO, esteira, make_stack_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e_pending  # not yet seen passing: see the issue notes
 
 _SECTION = "## Add your own use case"
 _QUERY = "SELECT person, month, sector, hours, wage FROM wages WHERE month >= :start AND month < :end"

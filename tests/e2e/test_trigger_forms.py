@@ -19,7 +19,7 @@ from esteira.config import get_usecase
 from esteira.orchestration.factory import STAGES
 from esteira.stack.airflow_api import AirflowClient
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.e2e_pending  # not yet seen passing: see the issue notes
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 CHROMIUM = "/usr/bin/chromium"
@@ -152,7 +152,7 @@ def _check_fields(dialog, dag_id: str, params: dict, uc) -> None:
         field = dialog.locator(f"#element_{name}")
         if schema.get("type") == "array":  # a JSON editor: its text area comes once it has loaded
             field.locator(".monaco-editor textarea").wait_for(state="attached", timeout=30_000)
-        field.wait_for(timeout=30_000)
+        field.wait_for(state="attached", timeout=30_000)  # a switch's input is visually hidden
         found = field.evaluate(_FIELD)
         assert found and found["editable"], f"{dag_id}: Param {name} is not editable ({found})"
         if schema.get("format") == "date":
