@@ -26,7 +26,7 @@ import pytest
 from esteira.stack import production
 from tests.production.conftest import REPO, model_versions, wait_promotions_done, wait_until
 
-pytestmark = pytest.mark.production
+pytestmark = pytest.mark.e2e_pending  # not yet seen passing in a full production run: see the issue notes
 
 _FIGURES = REPO / "test-output" / "production-kills.json"
 _TRAINING = {"gate_mode": "disabled"}
