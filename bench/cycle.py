@@ -133,7 +133,9 @@ def floor(env: dict[str, str]) -> float:
         gate = model_training.run_gate(uc, options, best, training)
         challenger = model_training.register_challenger(uc, best, gate, training)
         candidate = model_promotion.challenger_to_promote(uc, None, challenger["version"])
-        model_promotion.deploy(uc, model_promotion.promote(uc, candidate, None, "bench"))
+        decision = model_promotion.record_decision(uc, candidate, None, uc.registry.approval_timeout_hours)
+        approved = model_promotion.Approval.recorded(decision)
+        model_promotion.deploy(uc, model_promotion.promote(uc, candidate, approved, "bench"))
         batch_inference.score(uc, None, "bench")
         drift_monitoring.retraining_request(drift_monitoring.monitor(uc, _window(WINDOW), "bench"))
         return time.perf_counter() - started

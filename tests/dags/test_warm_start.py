@@ -36,9 +36,9 @@ def test_imports_for_type_checking_only_are_left_out():
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    import heavy.types\nelse:\n    import light\n"
-        "def f():\n    from esteira.stages import results\n"
+        "def f():\n    from esteira.orchestration import warm, not_a_module\n"
     )
-    assert warm._named(tree) == ["typing", "light", "esteira.stages", "esteira.stages.results"]
+    assert warm._named(tree) == ["typing", "light", "esteira.orchestration", "esteira.orchestration.warm"]
 
 
 def test_the_warm_executor_imports_before_it_forks_its_workers():

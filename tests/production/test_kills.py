@@ -26,7 +26,7 @@ import pytest
 from esteira.stack import production
 from tests.production.conftest import REPO, model_versions, wait_promotions_done, wait_until
 
-pytestmark = pytest.mark.e2e_pending  # not yet seen passing in a full production run: see the issue notes
+pytestmark = pytest.mark.production
 
 _FIGURES = REPO / "test-output" / "production-kills.json"
 _TRAINING = {"gate_mode": "disabled"}
@@ -115,7 +115,7 @@ def test_model_server_killed_during_requests(cycle, usecase, topology):
 
     champion = get_alias_version(usecase, "champion")
     wait_until(lambda: _served_version(topology, usecase) == champion, 120, "the server serves the champion")
-    url = f"{topology.model_server_url}/invocations"
+    url = f"{topology.model_server_url}/models/{usecase.name}/invocations"
     with _Requests(url, topology.model_server_api_key, _request_body(usecase)) as stream:
         wait_until(lambda: len(stream.answered) >= 300, 120, "300 answered requests", poll=0.1)
         killed_at = time.monotonic()

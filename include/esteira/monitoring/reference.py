@@ -108,6 +108,7 @@ def load_reference(
     once per version rather than once per window. Raises ValueError when the stored file's
     digest differs from the one recorded.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from esteira import tracking
@@ -125,7 +126,8 @@ def load_reference(
                 f"the monitoring reference {reference.uri} of {uc.model_name} v{version} does not "
                 f"match its recorded digest (sha256 {digest[:12]}..., recorded {reference.sha256[:12]}...)"
             )
-        frame = pq.ParquetFile(local).read(use_threads=False).to_pandas(strings_to_categorical=True)
+        frame = pq.ParquetFile(local).read(use_threads=False).to_pandas()
+    pa.default_memory_pool().release_unused()  # the decoded file: hand it back before Evidently runs
     stratify = uc.label.column if uc.problem_type == "binary_classification" else None
     return Sample(frame, source_rows=reference.rows, seed=reference.seed, stratify_by=stratify)
 

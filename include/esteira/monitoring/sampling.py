@@ -8,7 +8,7 @@ window (see ``bench/drift.py`` for the figures and the note on sample size and t
 How: "bottom-k" sampling. Every row gets a seeded uniform key and the k rows with the smallest
 keys are kept, which is a uniform sample without replacement. The k smallest can be updated
 one Arrow record batch at a time, so a Parquet dataset or a Delta table is read in memory
-bounded by the sample plus one batch. Stratified samples keep each stratum's share of the rows
+bounded by 1.25 samples plus one batch. Stratified samples keep each stratum's share of the rows
 exactly (largest-remainder quotas); their counts come from a first pass over that column only.
 The keys are drawn in row order, so a frame and the same rows read batch by batch give the
 same sample.
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 _NULL = "<null>"
 _MAX_STRATA = 100
 _BATCH_ROWS = 16_384
+# Waiting rows are merged into the sample once they are this share of it (1/4: memory holds
+# 1.25 samples at most, and a 10M-row stream is merged a few dozen times, not per batch).
+_MERGE_SHARE = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,11 +145,12 @@ def sample_batches(
     for table in read(names):
         values = None if stratify_by is None else table.column(stratify_by)
         reservoir.offer(table, rng.random(table.num_rows), strata.codes(values, table.num_rows))
+    reservoir.merge()
     if reservoir.kept is None:
         fields = [schema.field(name) for name in (schema.names if names is None else names)]
         return Sample(pa.schema(fields).empty_table().to_pandas(), 0, seed, stratify_by)
     order = np.argsort(reservoir.positions, kind="stable")
-    frame, rows = reservoir.kept.take(pa.array(order)).to_pandas(strings_to_categorical=True), reservoir.seen
+    frame, rows = reservoir.kept.take(pa.array(order)).to_pandas(), reservoir.seen
     del reservoir
     # Arrow's allocator keeps freed batches for reuse; hand them back before Evidently runs.
     pa.default_memory_pool().release_unused()
@@ -222,8 +226,11 @@ class _Reservoir:
     """The rows with the smallest keys offered so far, up to each stratum's quota.
 
     A row whose key is above its stratum's largest kept key (once the quota is full) can
-    never enter, so it is dropped before the concatenation: after the first batches only a
-    few rows per batch are copied.
+    never enter, so it is dropped on arrival. The rows that may enter wait in a buffer and
+    are merged with the kept rows once the buffer holds a quarter of the sample's rows: one
+    copy of the sample per quarter sample of entering rows, not one per batch (the limits
+    of a stale merge are looser, never tighter, so no row that belongs is dropped). Memory
+    holds at most 1.25 samples and one batch.
     """
 
     def __init__(self, quotas: np.ndarray) -> None:
@@ -233,32 +240,49 @@ class _Reservoir:
         self.codes = np.empty(0, dtype=np.int64)
         self.positions = np.empty(0, dtype=np.int64)
         self.seen = 0
+        self._limits = self._limits_of(self.keys, self.codes)
+        self._waiting: list[tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._waiting_rows = 0
 
     def offer(self, table: pa.Table, keys: np.ndarray, codes: np.ndarray) -> None:
         import pyarrow as pa
 
         positions = np.arange(self.seen, self.seen + table.num_rows)
         self.seen += table.num_rows
-        entering = keys < self._limits()[codes]
+        entering = keys < self._limits[codes]
         if not entering.any():
             return
         if not entering.all():
             table = table.filter(pa.array(entering))
             keys, codes, positions = keys[entering], codes[entering], positions[entering]
-        candidates = table if self.kept is None else pa.concat_tables([self.kept, table])
-        keys = np.concatenate([self.keys, keys])
-        codes = np.concatenate([self.codes, codes])
+        self._waiting.append((table, keys, codes, positions))
+        self._waiting_rows += table.num_rows
+        if self._waiting_rows >= max(int(self.quotas.sum()) // _MERGE_SHARE, 1):
+            self.merge()
+
+    def merge(self) -> None:
+        """Keep the smallest keys of the kept and the waiting rows."""
+        import pyarrow as pa
+
+        if not self._waiting:
+            return
+        tables, keys, codes, positions = zip(*self._waiting, strict=True)
+        candidates = pa.concat_tables(([] if self.kept is None else [self.kept]) + list(tables))
+        keys = np.concatenate([self.keys, *keys])
+        codes = np.concatenate([self.codes, *codes])
         keep = _bottom_k(keys, codes, self.quotas)
         self.kept = candidates.take(pa.array(keep))
         self.keys, self.codes = keys[keep], codes[keep]
-        self.positions = np.concatenate([self.positions, positions])[keep]
+        self.positions = np.concatenate([self.positions, *positions])[keep]
+        self._limits = self._limits_of(self.keys, self.codes)
+        self._waiting, self._waiting_rows = [], 0
 
-    def _limits(self) -> np.ndarray:
+    def _limits_of(self, keys: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Per stratum code, the key a row must be under to enter; the last entry is for
         code -1 (never enters)."""
         limits = np.full(len(self.quotas) + 1, -np.inf)
         for code, quota in enumerate(self.quotas):
-            mine = self.keys[self.codes == code]
+            mine = keys[codes == code]
             limits[code] = np.inf if len(mine) < quota else (mine.max() if len(mine) else -np.inf)
         return limits
 

@@ -56,6 +56,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         # 32 worker processes by default: far too many for a 2-core laptop (docs/stack-facts.md).
+        # 4: two candidates train at once (train_candidate's max_active_tis_per_dagrun) while
+        # the light tasks of other runs still start; the workers are forks of the warm
+        # scheduler and share its memory until they write to it.
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -63,6 +66,11 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # Each hop (a task's end -> the next task queued, an Asset event -> its run) waits for
         # the scheduler's next loop, and an idle loop sleeps this long (default 1 s).
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+        # A task's supervisor waits up to this long, once its process has closed its sockets,
+        # to see it exit; a skipped or failed task's state is written only then (success is
+        # written before), so with the default, 5 s, a skipped task often took 5.2 s, not 0.3.
+        # It is also the heartbeat period of a running task (one API call per second).
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         # New DAG files show within 20 s; a changed one is re-parsed at once (the default sort
         # mode, modified_time, skips the interval for it). Unchanged files are re-parsed every
         # 2 min, not every 10 s: each parse is a process that builds every use case's DAGs.

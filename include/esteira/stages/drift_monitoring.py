@@ -30,6 +30,7 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
     the table (`esteira.tables.TableReadError`).
     """
     from esteira import tables, tracking
+    from esteira.monitoring.drift import compute_drift
     from esteira.monitoring.estimation import estimate_window
     from esteira.monitoring.inputs import current_sample, labeled_sample
     from esteira.monitoring.monitor import run_monitoring
@@ -56,20 +57,22 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
     reference = load_reference(uc, settings, version, record, model)
     metrics = tracking.client(settings).get_run(record.run_id).data.metrics
     test_metrics = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    drift = compute_drift(reference, current, uc)
+    estimated = estimate_window(uc, reference.frame, model, current.frame, test_metrics)
+    del reference, current, model  # only their results are needed now: free them before the writes
     outcome = run_monitoring(
         uc,
         settings,
-        reference,
-        current,
+        drift,
         window.start_at,
         window.end_at,
         str(version),
         test_metrics,
         labeled_sample(uc, settings, version, window.start_at, window.end_at),
         run_id,
-        estimated=estimate_window(uc, reference.frame, model, current.frame, test_metrics),
+        estimated=estimated,
     )
-    drift, estimated, quality = outcome.drift, outcome.estimated, outcome.quality
+    quality = outcome.quality
     log.info(
         "window %s, champion v%s: drift share %.2f (threshold %.2f), drifted %s; estimated %s %s, "
         "realized %s; %s",

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from esteira.config import get_settings
+from esteira.monitoring.drift import compute_drift
 from esteira.monitoring.monitor import run_monitoring
 from esteira.monitoring.report import experiment_name
 from esteira.monitoring.results import read_history
@@ -22,11 +23,11 @@ TEST_METRICS = {"test_roc_auc": 0.8, "test_log_loss": 0.45}
 
 def _window(uc, settings, day: int, shifted: bool, reference, labels=None, version="3"):
     start = START + dt.timedelta(days=day)
+    current = churn_frame(2500, seed=100 + day, shifted=SHIFTED if shifted else ())
     return run_monitoring(
         uc,
         settings,
-        reference=reference,
-        current=churn_frame(2500, seed=100 + day, shifted=SHIFTED if shifted else ()),
+        compute_drift(reference, current, uc),
         window_start=start,
         window_end=start + dt.timedelta(days=1),
         model_version=version,

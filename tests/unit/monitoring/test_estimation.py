@@ -91,7 +91,9 @@ def _yaml(**retraining) -> dict:
 
 def test_quality_key_is_validated():
     assert UseCase.model_validate(_yaml(quality="both")).retraining.quality == "both"
-    assert UseCase.model_validate(_yaml()).retraining.quality == "realized"
+    unset = _yaml()
+    unset["retraining"].pop("quality", None)
+    assert UseCase.model_validate(unset).retraining.quality == "realized"
     with pytest.raises(ValidationError, match="retraining.quality"):
         UseCase.model_validate(_yaml(quality="sometimes"))
     regression = _yaml(quality="estimated") | {"problem_type": "regression"}
