@@ -205,12 +205,18 @@ def through_scheduler(env: dict[str, str]) -> float:
                 for stage, dag_id in dag.items()}
         started = time.time()
         _finish(client, dag["feature_refresh"], client.trigger(dag["feature_refresh"], HISTORY))
+        runs = {}
         for stage in ("model_training", "model_promotion", "batch_inference"):
-            _finish(client, dag[stage], _next_run(client, dag[stage], seen[stage]))
+            runs[stage] = _next_run(client, dag[stage], seen[stage])
+            _finish(client, dag[stage], runs[stage])
         last = client.trigger(dag["drift_monitoring"], WINDOW)
         _finish(client, dag["drift_monitoring"], last)
         ended = client.latest_runs(dag["drift_monitoring"])[0]
-        assert ended["dag_run_id"] == last, ended
+        did = (client.xcom(dag["model_training"], runs["model_training"], "register_challenger"),
+               client.xcom(dag["batch_inference"], runs["batch_inference"], "score_batch"),
+               client.xcom(dag["drift_monitoring"], last, "monitor_window"))
+        if ended["dag_run_id"] != last or not all(did):
+            raise RuntimeError(f"the cycle skipped a step the floor does: {did}")
         return _timestamp(ended["end_date"]) - started
     finally:
         _esteira("down", env, check=False)
@@ -273,14 +279,20 @@ def main() -> None:
         return
     usecases = _usecase_dir(args.entities)
     seconds: dict[str, list[float]] = {"floor": [], "scheduler": []}
+    loads = []
     for repeat in range(args.repeats):
         for side in seconds:
             seconds[side].append(_side(side, _environment(usecases)))
-            print(f"{side:>9} #{repeat + 1}: {seconds[side][-1]:7.1f} s", flush=True)
+            loads.append(os.getloadavg()[0])
+            print(f"{side:>9} #{repeat + 1}: {seconds[side][-1]:7.1f} s  (load average {loads[-1]:.1f})", flush=True)
     median = {side: statistics.median(runs) for side, runs in seconds.items()}
     ratio = median["scheduler"] / median["floor"]
+    # Each repeat's two sides run back to back: their ratio is the one least moved by other
+    # work on the machine, which a shared machine's load can swing several-fold in minutes.
+    paired = [s / f for f, s in zip(seconds["floor"], seconds["scheduler"], strict=True)]
     print(f"orchestration overhead: the scheduler took {ratio:.2f}x the floor (medians of {args.repeats}: "
-          f"{median['scheduler']:.1f} s against {median['floor']:.1f} s, +{median['scheduler'] - median['floor']:.1f} s)")
+          f"{median['scheduler']:.1f} s against {median['floor']:.1f} s, +{median['scheduler'] - median['floor']:.1f} s); "
+          f"repeat by repeat {', '.join(f'{r:.2f}x' for r in paired)}")
     result = {
         "entities": args.entities,
         "repeats": args.repeats,
@@ -290,6 +302,9 @@ def main() -> None:
         "scheduler_median": round(median["scheduler"], 1),
         "overhead_ratio": round(ratio, 2),
         "overhead_seconds": round(median["scheduler"] - median["floor"], 1),
+        "paired_ratios": [round(r, 2) for r in paired],
+        "paired_ratio_median": round(statistics.median(paired), 2),
+        "load_averages": [round(x, 1) for x in loads],
     }
     if not args.no_demo:
         env = _environment(None, serve=True)
@@ -300,7 +315,6 @@ def main() -> None:
               f"Esteira page: first load {demo['page_first_load_seconds']:.2f} s, "
               f"warm {demo['page_warm_load_seconds']:.2f} s")
         result |= {key: round(value, 2) for key, value in demo.items()}
-    result["load_average"] = round(os.getloadavg()[0], 1)
     print(json.dumps(result))
 
 

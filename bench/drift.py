@@ -6,8 +6,8 @@ The bench starts its own MLflow server, writes a churn-like feature table and la
 stores the monitoring reference) and promotes a champion with the training stage's own
 functions, then writes one-day windows of ``--rows`` rows: no shift, a strong shift, a shift
 close to the drift thresholds, and a window of ``--big-rows`` rows. Each measured run is its
-own process, so its peak memory (VmHWM) is its own; each scenario runs ``--repeats`` times and
-the median is reported.
+own process, so its peak memory (VmHWM) is its own; each scenario runs ``--repeats`` times,
+the two sides alternating, and the median run of each side is reported.
 
 - Esteira: `monitor(uc, window, run_id)`, exactly what the DAG task calls: stream and
   sample the window, read the stored reference, load the champion, estimate its quality,
@@ -66,6 +66,7 @@ _SCENARIOS = {
     "near_threshold": (2, "rows", "near"),
     "big_shifted": (3, "big_rows", "strong"),
 }
+_NAMES = {"esteira": "esteira", "evidently": "evidently_full"}
 _GOAL_SPEEDUP = 5.0
 _GOAL_SPEEDUP_WALL = 3.0
 _GOAL_RSS_MIB = 512.0
@@ -286,18 +287,22 @@ def _median_of(runs: list[dict]) -> dict:
         "runs": len(runs), "verdicts_agree": all(r["drifted_columns"] == middle["drifted_columns"] for r in runs)}
 
 
-def _measure(side: str, scenario: str, args: argparse.Namespace, folder: str, env: dict[str, str]) -> dict:
+def _measure(scenario: str, sides: list[str], args: argparse.Namespace, folder: str, env: dict[str, str]) -> dict:
+    """Each side ``args.repeats`` times, alternating, so a busy machine slows both alike;
+    the median run of each side."""
     offset = _SCENARIOS[scenario][0]
-    runs = []
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for _ in range(args.repeats):
-        result, wall = _child(
-            ["--side", side, "--scenario", scenario, "--offset", str(offset), "--folder", folder,
-             "--sample-size", str(args.sample_size)],
-            env,
-        )
-        runs.append(result | {"wall_s": wall})
-    summary = _median_of(runs)
-    print(f"{scenario} {side}: {json.dumps(summary)}", flush=True)
+        for side in sides:
+            result, wall = _child(
+                ["--side", side, "--scenario", scenario, "--offset", str(offset), "--folder", folder,
+                 "--sample-size", str(args.sample_size)],
+                env,
+            )
+            runs[side].append(result | {"wall_s": wall})
+    summary = {_NAMES[side]: _median_of(side_runs) for side, side_runs in runs.items()}
+    for name, result in summary.items():
+        print(f"{scenario} {name}: {json.dumps(result)}", flush=True)
     return summary
 
 
@@ -350,10 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             scenarios = {}
             for name in _SCENARIOS:
                 big = _SCENARIOS[name][1] == "big_rows"
-                sides = {"esteira": _measure("esteira", name, args, tmp, env)}
-                if not big or args.evidently_big:
-                    sides["evidently_full"] = _measure("evidently", name, args, tmp, env)
-                scenarios[name] = sides
+                sides = ["esteira"] + (["evidently"] if not big or args.evidently_big else [])
+                scenarios[name] = _measure(name, sides, args, tmp, env)
         finally:
             process.stop_group(pid)
 

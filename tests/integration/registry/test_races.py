@@ -6,8 +6,10 @@ retry must then complete what is missing, once."""
 
 from __future__ import annotations
 
+import os
 import time
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -217,11 +219,15 @@ def own_mlflow(tmp_path, monkeypatch):
 
     server = Server()
     server.start()
+    session_uri = os.environ["MLFLOW_TRACKING_URI"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     try:
         yield server
     finally:
         server.stop()
+        # tracking.client() points mlflow's fluent API (a process-wide global) at this
+        # server: point it back, or the next module's fluent calls reach a stopped server.
+        mlflow.set_tracking_uri(session_uri)
 
 
 def test_mlflow_down_between_the_alias_move_and_the_tags(own_mlflow, usecase, candidate, lineage, barrier):
