@@ -24,16 +24,29 @@ def make_stack_env() -> dict[str, str]:
     # Not under pytest's basetemp: other pytest sessions on the machine prune those folders,
     # which would pull ESTEIRA_HOME from under a running stack.
     home = tempfile.mkdtemp(prefix="esteira-e2e-")
+    airflow, mlflow, server = _free_ports()
     return {
         "ESTEIRA_HOME": home,
-        "ESTEIRA_AIRFLOW_PORT": str(process.free_port()),
-        "ESTEIRA_MLFLOW_PORT": str(process.free_port()),
-        "ESTEIRA_MODEL_SERVER_PORT": str(process.free_port()),
+        "ESTEIRA_AIRFLOW_PORT": str(airflow),
+        "ESTEIRA_MLFLOW_PORT": str(mlflow),
+        "ESTEIRA_MODEL_SERVER_PORT": str(server),
         "MLFLOW_TRACKING_URI": "",
         "ESTEIRA_AIRFLOW_URL": "",
         "ESTEIRA_MODEL_SERVER_URL": "",
         "ESTEIRA_MLFLOW_UI_URL": "",
     }
+
+
+def _free_ports() -> tuple[int, int, int]:
+    """Free ports for Airflow, MLflow and the model server, none of them one of the ports
+    Airflow derives from its own (its log and health servers)."""
+    from esteira.stack.embedded import side_ports
+
+    while True:
+        airflow, mlflow, server = (process.free_port() for _ in range(3))
+        taken = {airflow, *side_ports(airflow).values()}
+        if mlflow not in taken and server not in taken and mlflow != server:
+            return airflow, mlflow, server
 
 
 def esteira(env: dict, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from esteira.config import get_usecase
 from esteira.orchestration.factory import STAGES
 from esteira.stack.airflow_api import AirflowClient
 
-pytestmark = pytest.mark.e2e_pending  # not yet seen passing: see the issue notes
+pytestmark = pytest.mark.e2e
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 CHROMIUM = "/usr/bin/chromium"
@@ -29,11 +29,14 @@ CHROMIUM_ARGS = [
 ]
 # A rollback has no valid default on purpose: a person must say why (minLength 3).
 NEEDS_A_PERSON = {"model_rollback": {"reason": "e2e: the trigger form, filled in"}}
-# The input, select, switch or editor behind a Param's field: its type, and whether a person
-# can change it.
-_FIELD = """(el) => {
-  const field = el.matches('input,textarea,select') ? el
-    : el.querySelector('input:not([type=hidden]),textarea,select');
+# What a Param's field is (from its field group, the row with its label) and whether a
+# person can change it: a JSON editor (Monaco's text box), a select, a switch, an input.
+_FIELD = """(group) => {
+  const editor = group.querySelector('.monaco-editor [role=textbox]');
+  if (editor) return {type: 'json', editable: editor.getAttribute('aria-readonly') !== 'true'};
+  const select = group.querySelector('[role=combobox]');
+  if (select) return {type: 'select', editable: !select.disabled};
+  const field = group.querySelector('input:not([type=hidden]),textarea,select');
   return field ? {type: field.type, editable: !field.disabled && !field.readOnly} : null;
 }"""
 
@@ -149,16 +152,20 @@ def _check_fields(dialog, dag_id: str, params: dict, uc) -> None:
     """Each Param is a field a person can change, of its kind; no "[object Object]"."""
     for name, spec in params.items():
         schema = spec["schema"]
-        field = dialog.locator(f"#element_{name}")
-        if schema.get("type") == "array":  # a JSON editor: its text area comes once it has loaded
-            field.locator(".monaco-editor textarea").wait_for(state="attached", timeout=30_000)
-        field.wait_for(state="attached", timeout=30_000)  # a switch's input is visually hidden
-        found = field.evaluate(_FIELD)
+        # Inputs and selects carry the Param's name, switches and the JSON editor its id.
+        marker = dialog.page.locator(f"[name='element_{name}'], #element_{name}")
+        group = dialog.locator("[data-part='root'][role='group']").filter(has=marker)
+        group.wait_for(state="attached", timeout=30_000)
+        if schema.get("type") == "array":  # the editor's text box comes once Monaco has loaded
+            group.locator(".monaco-editor [role=textbox]").wait_for(state="attached", timeout=30_000)
+        found = group.evaluate(_FIELD)
         assert found and found["editable"], f"{dag_id}: Param {name} is not editable ({found})"
         if schema.get("format") == "date":
             assert found["type"] == "date", f"{dag_id}: {name} is a {found['type']} field, not a date"
         if "enum" in schema:
-            assert field.locator("[role='combobox']").count() == 1, f"{dag_id}: {name} is not a select"
+            assert found["type"] == "select", f"{dag_id}: {name} is a {found['type']} field, not a select"
+        if schema.get("type") == "boolean":
+            assert found["type"] == "checkbox", f"{dag_id}: {name} is a {found['type']} field, not a switch"
     assert "[object Object]" not in dialog.inner_text()
     if "candidates" in params:
         shown = dialog.locator("#element_candidates .monaco-editor").inner_text().replace("\u00a0", " ")

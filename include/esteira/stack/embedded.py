@@ -77,9 +77,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 713),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(port + 715),
+        **{key: str(value) for key, value in side_ports(port).items()},
         "ESTEIRA_HOME": str(settings.home),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         # Fail fast when MLflow is down; Airflow's retries do the waiting (docs/stack-facts.md).
@@ -88,6 +86,28 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "ESTEIRA_MODEL_SERVER_URL": settings.model_server_url,
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     }
+
+
+def side_ports(airflow_port: int) -> dict[str, int]:
+    """The ports Airflow's own servers take besides the API server's, derived from it so
+    that two stacks on one machine never share them."""
+    return {
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": airflow_port + 713,
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": airflow_port + 714,
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": airflow_port + 715,
+    }
+
+
+def _check_ports(settings: Settings) -> None:
+    """Refuse, before anything starts, ports that Airflow's side servers would also take."""
+    side = {port: key for key, port in side_ports(settings.airflow_port).items()}
+    for name, port in (("ESTEIRA_MLFLOW_PORT", settings.mlflow_port),
+                       ("ESTEIRA_MODEL_SERVER_PORT", settings.model_server_port)):
+        if port in side:
+            raise process.ServiceError(
+                f"{name}={port} is also Airflow's {side[port]} (ESTEIRA_AIRFLOW_PORT "
+                f"{settings.airflow_port} + {port - settings.airflow_port}): choose another port"
+            )
 
 
 def _services(settings: Settings) -> list[tuple[process.Service, float]]:
@@ -172,6 +192,7 @@ def up(settings: Settings | None = None, echo=print) -> None:
     settings = settings or get_settings()
     for folder in (settings.airflow_home, settings.mlflow_dir, settings.run_dir, settings.data_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    _check_ports(settings)
     remember_settings(settings)  # later commands in another shell see the same use cases
     for service, timeout in _services(settings):
         pid_file = _pid_file(settings, service)
