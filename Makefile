@@ -48,7 +48,7 @@ lint: setup  ## ruff, with Airflow's AIR rules
 	$(BIN)/ruff check .
 
 test: setup lint  ## ruff + unit, DAG and integration tests (the CI gate)
-	$(PYTEST) -m "not e2e and not e2e_pending and not production" tests
+	$(PYTEST) -m "not e2e and not production" tests
 
 test-unit: setup
 	$(PYTEST) tests/unit tests/dags
