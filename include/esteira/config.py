@@ -41,6 +41,8 @@ class Settings:
     airflow_url: str
     mlflow_ui_url: str
     table_root: Path | None = None
+    online_store: str = "sqlite"  # or a redis:// URL (its logical database holds the entries)
+    online_prefix: str = "esteira"  # Redis key prefix: <prefix>:<uc>:...
 
     @property
     def airflow_home(self) -> Path:
@@ -60,6 +62,11 @@ class Settings:
     def landing_dir(self) -> Path:
         """Raw daily files, as an upstream system delivers them."""
         return self.home / "landing"
+
+    @property
+    def online_dir(self) -> Path:
+        """The embedded online store: one SQLite file per use case."""
+        return self.home / "online"
 
     @property
     def run_dir(self) -> Path:
@@ -114,7 +121,18 @@ def get_settings() -> Settings:
         airflow_url=env.get("ESTEIRA_AIRFLOW_URL") or f"http://127.0.0.1:{airflow_port}",
         mlflow_ui_url=env.get("ESTEIRA_MLFLOW_UI_URL") or tracking_uri,
         table_root=Path(env["ESTEIRA_TABLE_ROOT"]) if env.get("ESTEIRA_TABLE_ROOT") else None,
+        online_store=_online_store(env.get("ESTEIRA_ONLINE_STORE") or "sqlite"),
+        online_prefix=env.get("ESTEIRA_ONLINE_PREFIX") or "esteira",
     )
+
+
+def _online_store(value: str) -> str:
+    if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"environment variable ESTEIRA_ONLINE_STORE={value!r}: use 'sqlite' or a "
+            "redis:// URL (redis://host:port/db)"
+        )
+    return value
 
 
 _REMEMBERED = "settings.json"
@@ -123,7 +141,7 @@ _REMEMBERED_VARIABLES = (
     "ESTEIRA_USECASES_DIR", "ESTEIRA_TABLE_ROOT", "ESTEIRA_AIRFLOW_PORT", "ESTEIRA_MLFLOW_PORT",
     "ESTEIRA_MODEL_SERVER_PORT", "ESTEIRA_MODEL_SERVER_URL", "ESTEIRA_SERVE_USECASE",
     "ESTEIRA_COMPUTE_BACKEND", "ESTEIRA_AIRFLOW_URL", "ESTEIRA_MLFLOW_UI_URL",
-    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ESTEIRA_ONLINE_STORE", "ESTEIRA_ONLINE_PREFIX",
 )
 
 

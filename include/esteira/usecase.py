@@ -264,6 +264,26 @@ class ComputeSpec(_Strict):
     batch_inference: Backend | None = None
 
 
+class OnlineSpec(_Strict):
+    """Serve features by entity key: each refresh materializes the latest feature row per
+    entity into the online store (``esteira.features.online``); the model server fills a
+    request that carries only the key from it."""
+
+    max_age: str | None = Field(
+        None, description="'2d', '12h' or '1 period': older features are stale (None: never)"
+    )
+    stale: Literal["refuse", "flag"] = Field(
+        "refuse", description="a stale or unknown key: refuse the request (422), or score and flag it"
+    )
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_format(cls, value: str | None) -> str | None:
+        if value is not None and (not WINDOW.fullmatch(value) or "event" in value):
+            raise ValueError("online.max_age must look like '2d', '12h' or '1 period'")
+        return value
+
+
 class UseCase(_Strict):
     name: str
     description: str = ""
@@ -281,6 +301,7 @@ class UseCase(_Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     retraining: RetrainingRule = RetrainingRule()
     compute: ComputeSpec = ComputeSpec()
+    online: OnlineSpec | None = Field(None, description="absent: no online store")
     grain: Grain = Field("event", description="one row per event, or per entity and period")
     schedule: str = Field("@daily", description="defaults to the grain's period (@daily for event)")
     start_date: dt.date = dt.date(2026, 1, 1)

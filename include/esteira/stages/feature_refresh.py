@@ -1,5 +1,7 @@
 """The feature-refresh DAG's step: validate and compute the window's raw events into the
-Delta feature table (in the worker, or as a Databricks run of `esteira.jobs.feature_refresh`)."""
+Delta feature table (in the worker, or as a Databricks run of `esteira.jobs.feature_refresh`),
+then, when the use case declares ``online:``, materialize the latest rows into the online
+store (the reference records what was materialized)."""
 
 from __future__ import annotations
 
@@ -17,4 +19,9 @@ def refresh(uc: UseCase, window: RunWindow, run_id: str) -> StageResult:
         result = refresh_features(uc, get_settings(), window.start, window.end, run_id=run_id)
     except NoLandingData as nothing:
         return NothingToDo(str(nothing))
-    return to_reference(result)
+    reference = to_reference(result)
+    if uc.online is not None:
+        from esteira.features.online import materialize
+
+        reference["online"] = to_reference(materialize(uc, get_settings(), result.version))
+    return reference
