@@ -222,6 +222,26 @@ def _demo(args) -> int:
         return 1
 
 
+def _databricks_deploy(args) -> int:
+    import shlex
+    import tempfile
+    from pathlib import Path
+
+    from esteira.config import get_settings, usecase_paths
+    from esteira.databricks import deploy, workspace
+
+    with tempfile.TemporaryDirectory(prefix="esteira-deploy-") as tmp:
+        wheel = Path(args.wheel) if args.wheel else deploy.build_wheel(Path(tmp))
+        result = deploy.deploy(workspace.client(args.conn_id), args.volume, wheel, usecase_paths(get_settings()))
+    for path in result.uploaded:
+        print(f"uploaded {path}", file=sys.stderr)
+    print(f"{len(result.uploaded)} uploaded, {len(result.skipped)} unchanged", file=sys.stderr)
+    print("# on the Airflow workers; ESTEIRA_USECASES_DIR also in the cluster's spark_env_vars")
+    for key, value in result.settings().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esteira", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("usecase")
     runs.add_argument("--limit", type=int, default=3, help="runs per DAG")
     runs.set_defaults(func=_runs)
+
+    databricks = sub.add_parser("databricks", help="the Databricks workspace")
+    dsub = databricks.add_subparsers(dest="databricks_command", required=True)
+    ship = dsub.add_parser(
+        "deploy", help="build the wheel and upload it, esteira/jobs and the use-case files to a volume "
+        "(content-addressed: unchanged files are not uploaded again); print the settings the runs need",
+    )
+    ship.add_argument("--volume", required=True, help="/Volumes/<catalog>/<schema>/<volume>[/<folder>]")
+    ship.add_argument("--wheel", help="upload this wheel instead of building one from the checkout")
+    ship.add_argument("--conn-id", help="the Airflow connection (default: ESTEIRA_DATABRICKS_CONN_ID "
+                      "or databricks_default)")
+    ship.set_defaults(func=_databricks_deploy)
 
     demo = sub.add_parser("demo", help="run the whole belt through the scheduler")
     demo.add_argument("--short", action="store_true", help="fewer days, for CI")

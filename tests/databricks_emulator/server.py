@@ -1,4 +1,4 @@
-"""A local emulator of the Databricks Jobs REST API 2.2, for tests.
+"""A local emulator of Databricks REST APIs (Jobs 2.2, Files, SQL Statement Execution), for tests.
 
 It implements what Airflow's Databricks provider calls, after the public API reference
 (https://docs.databricks.com/api/workspace/jobs):
@@ -22,18 +22,43 @@ that cannot be read ends in INTERNAL_ERROR. A ``spark_python_task`` runs in a lo
 subprocess (its own process group, so a cancel kills the whole tree) with this emulator's
 Python and environment plus ``new_cluster.spark_env_vars``. Auth is a bearer token.
 
+Files API 2.0 (https://docs.databricks.com/api/workspace/files), on Unity Catalog
+volumes the emulator is told exist (``--volume catalog.schema.volume``), stored under
+``<workdir>/files``:
+
+- ``PUT /api/2.0/fs/files{path}?overwrite=``: the raw body becomes the file (parents are
+  created); 204 with no body. ``overwrite=false`` on an existing file: 409
+  ``ALREADY_EXISTS``. A path outside a known volume: 404 ``NOT_FOUND``.
+- ``HEAD /api/2.0/fs/files{path}``: 200 with ``Content-Length``, ``Content-Type`` and
+  ``Last-Modified``, or 404 with no body. ``GET`` returns the bytes.
+- A ``spark_python_task`` whose ``python_file`` is under ``/Volumes/`` runs the uploaded copy.
+
+SQL Statement Execution API 2.0 (https://docs.databricks.com/api/workspace/statementexecution)
+on the warehouse ``--warehouse-id``: ``POST /api/2.0/sql/statements`` (``wait_timeout`` "0s"
+or 5s-50s, default 10s), ``GET /api/2.0/sql/statements/{id}``, ``POST .../{id}/cancel``. A
+statement is PENDING, then RUNNING, then SUCCEEDED or FAILED (``--statement-seconds`` in
+all) with ``status.error`` {``error_code``, ``message``}. It runs the few Unity Catalog DDL
+statements Esteira sends, against a catalog of schemas (``--schema catalog.schema``) and
+external Delta tables whose columns are read from the Delta log at their location; anything
+else fails as a syntax error.
+
 Outside ``/api``: ``GET /emulator/health`` and ``GET /emulator/requests`` (every API
-request received, in order) for the tests to read.
+request received, in order), ``GET /emulator/tables`` (the Unity Catalog tables) for the
+tests to read. ``GET /.well-known/databricks-config`` (host metadata, which databricks-sdk
+asks for first) is a 404, as on a workspace without it.
 
 Usage: python server.py --port 8990 --token TOKEN --workdir DIR [--pending-seconds 0.2]
+       [--volume main.esteira.artifacts] [--schema main.esteira] [--warehouse-id ID]
 """
 
 from __future__ import annotations
 
 import argparse
+import email.utils
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,10 +68,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 _LOG_LIMIT = 5 * 1024 * 1024
 _API = "/api/2.2/jobs/runs/"
+_FILES = "/api/2.0/fs/files/"
+_SQL = "/api/2.0/sql/statements"
 _ACTIVE = ("PENDING", "RUNNING", "TERMINATING")
 
 
@@ -110,8 +137,11 @@ def _last_error(stderr: str) -> str | None:
 
 
 class Emulator:
-    def __init__(self, token: str, workdir: Path, pending_seconds: float) -> None:
+    def __init__(self, token: str, workdir: Path, pending_seconds: float, files: Files | None = None,
+                 sql: Warehouse | None = None) -> None:
         self.token, self.workdir, self.pending_seconds = token, workdir, pending_seconds
+        self.files = files or Files(workdir / "files", [])
+        self.sql = sql or Warehouse("emulator-warehouse", [], 0.3)
         self.runs: dict[int, Run] = {}
         self.task_runs: dict[int, tuple[Run, TaskRun]] = {}
         self.tokens: dict[str, int] = {}
@@ -213,7 +243,7 @@ class Emulator:
 
     def _run_task(self, run: Run, task: TaskRun, deadline: float | None) -> None:
         spec = task.spec["spark_python_task"]
-        python_file = Path(str(spec.get("python_file", "")))
+        python_file = self.files.local(str(spec.get("python_file", "")))
         with run.lock:
             if task.cancel_requested:
                 self._finish(task, "CANCELED", "Run cancelled.")
@@ -335,6 +365,249 @@ def _kill(process: subprocess.Popen | None) -> None:
         pass
 
 
+class Files:
+    """Unity Catalog volumes as folders: ``/Volumes/<catalog>/<schema>/<volume>/...``."""
+
+    def __init__(self, root: Path, volumes: list[str]) -> None:
+        self.root, self.volumes = root, {tuple(v.split(".")) for v in volumes}
+
+    def local(self, path: str) -> Path:
+        """Where a cluster path is on this machine: a volume path in the store, else as is."""
+        return self.root / path.lstrip("/") if path.startswith("/Volumes/") else Path(path)
+
+    def _file(self, path: str) -> Path:
+        parts = path.strip("/").split("/")
+        if len(parts) < 5 or parts[0] != "Volumes":
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid path '{path}': use /Volumes/<catalog>/<schema>/<volume>/<file>")
+        if tuple(parts[1:4]) not in self.volumes:
+            raise ApiError(404, "NOT_FOUND", f"Volume '{'.'.join(parts[1:4])}' does not exist.")
+        return self.root / "/".join(parts)
+
+    def put(self, path: str, data: bytes, overwrite: bool) -> None:
+        target = self._file(path)
+        if target.is_dir():
+            raise ApiError(409, "ALREADY_EXISTS", "The path points to an existing directory.")
+        if target.exists() and not overwrite:
+            raise ApiError(409, "ALREADY_EXISTS", "The file being created already exists.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+
+    def get(self, path: str) -> Path:
+        target = self._file(path)
+        if not target.is_file():
+            raise ApiError(404, "NOT_FOUND", "The file being accessed is not found.")
+        return target
+
+
+_IDENT = r"`[^`]+`|\w+"
+_NAME3 = rf"((?:{_IDENT})\.(?:{_IDENT})\.(?:{_IDENT}))"
+_STRING = r"'((?:[^'\\]|\\.)*)'"
+_DDL = {
+    "create": re.compile(rf"CREATE TABLE IF NOT EXISTS {_NAME3} USING DELTA LOCATION {_STRING}\s*", re.I | re.S),
+    "comment_table": re.compile(rf"COMMENT ON TABLE {_NAME3} IS {_STRING}\s*", re.I | re.S),
+    "comment_column": re.compile(rf"ALTER TABLE {_NAME3} ALTER COLUMN ({_IDENT}) COMMENT {_STRING}\s*", re.I | re.S),
+    "not_null": re.compile(rf"ALTER TABLE {_NAME3} ALTER COLUMN ({_IDENT}) SET NOT NULL\s*", re.I | re.S),
+    "drop_constraint": re.compile(rf"ALTER TABLE {_NAME3} DROP CONSTRAINT IF EXISTS ({_IDENT})\s*", re.I | re.S),
+    "primary_key": re.compile(
+        rf"ALTER TABLE {_NAME3} ADD CONSTRAINT ({_IDENT}) PRIMARY KEY \(([^)]*)\)\s*", re.I | re.S
+    ),
+}
+
+
+def _unquote(identifier: str) -> str:
+    return identifier.strip().strip("`")
+
+
+def _parts(name: str) -> tuple[str, str, str]:
+    catalog, schema, table = (_unquote(p) for p in re.findall(_IDENT, name))
+    return catalog, schema, table
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+class StatementError(Exception):
+    """A statement that fails on the warehouse: ``status.error`` of the statement."""
+
+    def __init__(self, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class Statement:
+    statement_id: str
+    text: str
+    submitted: float
+    state: str = "PENDING"
+    error: dict | None = None
+    cancelled: bool = False
+
+
+class Warehouse:
+    """One SQL warehouse and the Unity Catalog tables its DDL statements manage."""
+
+    def __init__(self, warehouse_id: str, schemas: list[str], statement_seconds: float) -> None:
+        self.warehouse_id, self.statement_seconds = warehouse_id, statement_seconds
+        self.schemas = {tuple(s.split(".")) for s in schemas}
+        self.tables: dict[str, dict] = {}
+        self.statements: dict[str, Statement] = {}
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+
+    def submit(self, body: dict) -> dict:
+        if body.get("warehouse_id") != self.warehouse_id:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Warehouse {body.get('warehouse_id')!r} does not exist.")
+        text = body.get("statement")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "statement is required")
+        wait = str(body.get("wait_timeout", "10s"))
+        match = re.fullmatch(r"(\d+)s", wait)
+        if not match or not (int(match[1]) == 0 or 5 <= int(match[1]) <= 50):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "wait_timeout must be 0s or between 5s and 50s")
+        with self.lock:
+            statement = Statement(f"01ef-emulator-{next(self.ids):06d}", text, time.monotonic())
+            self.statements[statement.statement_id] = statement
+        threading.Thread(target=self._execute, args=(statement,), daemon=True).start()
+        deadline = time.monotonic() + int(match[1])
+        while time.monotonic() < deadline and statement.state in ("PENDING", "RUNNING"):
+            time.sleep(0.05)
+        if statement.state in ("PENDING", "RUNNING") and int(match[1]) and body.get("on_wait_timeout") == "CANCEL":
+            self.cancel(statement.statement_id)
+        return self.get(statement.statement_id)
+
+    def get(self, statement_id: str) -> dict:
+        statement = self.statements.get(statement_id)
+        if statement is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} does not exist.")
+        status: dict[str, Any] = {"state": statement.state}
+        if statement.error:
+            status["error"] = statement.error
+        body: dict[str, Any] = {"statement_id": statement_id, "status": status}
+        if statement.state == "SUCCEEDED":
+            body["manifest"] = {"format": "JSON_ARRAY", "schema": {"column_count": 0, "columns": []},
+                                "total_row_count": 0, "total_chunk_count": 0, "truncated": False}
+            body["result"] = {"row_count": 0, "row_offset": 0, "chunk_index": 0}
+        return body
+
+    def cancel(self, statement_id: str) -> dict:
+        statement = self.statements.get(statement_id)
+        if statement is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} does not exist.")
+        with self.lock:
+            if statement.state in ("PENDING", "RUNNING"):
+                statement.cancelled, statement.state = True, "CANCELED"
+        return {}
+
+    def _execute(self, statement: Statement) -> None:
+        time.sleep(self.statement_seconds / 2)
+        with self.lock:
+            if statement.cancelled:
+                return
+            statement.state = "RUNNING"
+        time.sleep(self.statement_seconds / 2)
+        with self.lock:
+            if statement.cancelled:
+                return
+            try:
+                self._run(statement.text.strip().rstrip(";"))
+                statement.state = "SUCCEEDED"
+            except StatementError as exc:
+                statement.state, statement.error = "FAILED", {"error_code": exc.code, "message": exc.message}
+
+    def _run(self, text: str) -> None:
+        for kind, pattern in _DDL.items():
+            match = pattern.fullmatch(text)
+            if match:
+                getattr(self, f"_{kind}")(*match.groups())
+                return
+        raise StatementError(
+            f"[PARSE_SYNTAX_ERROR] Syntax error (this emulator runs Esteira's Unity Catalog DDL only): {text[:80]!r}"
+        )
+
+    def _table(self, name: str) -> dict:
+        catalog, schema, table = _parts(name)
+        found = self.tables.get(f"{catalog}.{schema}.{table}")
+        if found is None:
+            raise StatementError(
+                f"[TABLE_OR_VIEW_NOT_FOUND] The table or view `{catalog}`.`{schema}`.`{table}` cannot be found.",
+            )
+        return found
+
+    def _column(self, table: dict, column: str) -> dict:
+        name = _unquote(column)
+        if name not in table["columns"]:
+            raise StatementError(
+                f"[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column with name `{name}` cannot be resolved. "
+                f"Did you mean one of the following? [{', '.join(f'`{c}`' for c in table['columns'])}]"
+            )
+        return table["columns"][name]
+
+    def _create(self, name: str, location: str) -> None:
+        catalog, schema, table = _parts(name)
+        if (catalog, schema) not in self.schemas:
+            raise StatementError(
+                f"[SCHEMA_NOT_FOUND] The schema `{catalog}`.`{schema}` cannot be found. Verify the spelling "
+                "and correctness of the schema and catalog.", "NOT_FOUND",
+            )
+        full = f"{catalog}.{schema}.{table}"
+        location = _unescape(location)
+        if full in self.tables:
+            return
+        if location.startswith("/Volumes/"):
+            raise StatementError(
+                f"[INVALID_PARAMETER_VALUE.LOCATION_OVERLAP] Input path url '{location}' overlaps with "
+                "managed storage: a table cannot be created in a volume location."
+            )
+        columns = _delta_columns(location)
+        self.tables[full] = {"location": location, "comment": "", "columns": columns, "constraints": {}}
+
+    def _comment_table(self, name: str, comment: str) -> None:
+        self._table(name)["comment"] = _unescape(comment)
+
+    def _comment_column(self, name: str, column: str, comment: str) -> None:
+        self._column(self._table(name), column)["comment"] = _unescape(comment)
+
+    def _not_null(self, name: str, column: str) -> None:
+        self._column(self._table(name), column)["nullable"] = False
+
+    def _drop_constraint(self, name: str, constraint: str) -> None:
+        self._table(name)["constraints"].pop(_unquote(constraint), None)
+
+    def _primary_key(self, name: str, constraint: str, columns: str) -> None:
+        table = self._table(name)
+        if _unquote(constraint) in table["constraints"]:
+            raise StatementError(
+                f"[CONSTRAINT_ALREADY_EXISTS] Constraint '{_unquote(constraint)}' already exists."
+            )
+        keys = []
+        for item in columns.split(","):
+            words = item.split()
+            column = self._column(table, words[0])
+            if column["nullable"]:
+                raise StatementError(
+                    f"[DELTA_NULLABLE_PRIMARY_KEY] Cannot create a primary key on the nullable column "
+                    f"`{_unquote(words[0])}`: set it NOT NULL first."
+                )
+            keys.append(" ".join([_unquote(words[0]), *[w.upper() for w in words[1:]]]))
+        table["constraints"][_unquote(constraint)] = {"primary_key": keys}
+
+
+def _delta_columns(location: str) -> dict[str, dict]:
+    """The table's columns from its Delta log, as Unity Catalog reads them on CREATE."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(location):
+        raise StatementError(
+            f"[DELTA_SCHEMA_NOT_SET] Table schema is not set: there is no Delta table at {location}.",
+        )
+    schema = DeltaTable(location).schema().to_arrow()
+    return {field.name: {"type": str(field.type), "comment": "", "nullable": True} for field in schema}
+
+
 class Handler(BaseHTTPRequestHandler):
     emulator: Emulator
 
@@ -347,12 +620,20 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
         self._handle("POST")
 
-    def _params(self) -> tuple[str, dict]:
+    def do_PUT(self) -> None:  # noqa: N802 (stdlib naming)
+        self._handle("PUT")
+
+    def do_HEAD(self) -> None:  # noqa: N802 (stdlib naming)
+        self._handle("HEAD")
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _params(self, raw: bytes) -> tuple[str, dict]:
         url = urlparse(self.path)
         params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            raw = self.rfile.read(length)
+        if raw:
             try:
                 body = json.loads(raw)
             except json.JSONDecodeError:
@@ -364,10 +645,23 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         emulator = self.emulator
         try:
-            path, params = self._params()
+            raw = self._body()
+            path = urlparse(self.path).path
             if path.startswith("/emulator/"):
-                self._send(200, {"status": "ok"} if path == "/emulator/health" else emulator.requests)
+                views = {"/emulator/health": lambda: {"status": "ok"}, "/emulator/requests": lambda: emulator.requests,
+                         "/emulator/tables": lambda: emulator.sql.tables}
+                self._send(200, views.get(path, lambda: {})())
                 return
+            if path.startswith("/.well-known/"):
+                raise ApiError(404, "NOT_FOUND", f"No API found for '{method} {path}'")
+            if path.startswith(_FILES):
+                query = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
+                emulator.requests.append({"method": method, "path": path, "params": query, "bytes": len(raw),
+                                          "time": time.time()})
+                self._authorize()
+                self._files(method, unquote(path[len(_FILES) - 1:]), query, raw)
+                return
+            path, params = self._params(raw)
             emulator.requests.append({"method": method, "path": path, "params": params, "time": time.time()})
             self._authorize()
             host = self.headers.get("Host", "localhost")
@@ -378,11 +672,50 @@ class Handler(BaseHTTPRequestHandler):
                 ("POST", "cancel"): lambda: emulator.cancel(_run_id(params)),
             }
             route = routes.get((method, path[len(_API):])) if path.startswith(_API) else None
+            if path.startswith(_SQL):
+                route = self._sql_route(method, path[len(_SQL):].strip("/"), params)
             if route is None:
                 raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
             self._send(200, route())
         except ApiError as exc:
-            self._send(exc.status, {"error_code": exc.code, "message": exc.message})
+            if method == "HEAD":
+                self._send_empty(exc.status)
+            else:
+                self._send(exc.status, {"error_code": exc.code, "message": exc.message})
+
+    def _sql_route(self, method: str, rest: str, params: dict):
+        sql = self.emulator.sql
+        parts = rest.split("/") if rest else []
+        if method == "POST" and not parts:
+            return lambda: sql.submit(params)
+        if method == "GET" and len(parts) == 1:
+            return lambda: sql.get(parts[0])
+        if method == "POST" and len(parts) == 2 and parts[1] == "cancel":
+            return lambda: sql.cancel(parts[0])
+        return None
+
+    def _files(self, method: str, path: str, query: dict, raw: bytes) -> None:
+        files = self.emulator.files
+        if method == "PUT":
+            files.put(path, raw, overwrite=query.get("overwrite", "true").lower() != "false")
+            self._send_empty(204)
+            return
+        if method not in ("GET", "HEAD"):
+            raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {_FILES}{path.lstrip('/')}'")
+        target = files.get(path)
+        data = target.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Last-Modified", email.utils.formatdate(target.stat().st_mtime, usegmt=True))
+        self.end_headers()
+        if method == "GET":
+            self.wfile.write(data)
+
+    def _send_empty(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _authorize(self) -> None:
         header = self.headers.get("Authorization", "")
@@ -408,14 +741,21 @@ def _run_id(params: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Databricks Jobs API 2.2 emulator (tests only)")
+    parser = argparse.ArgumentParser(description="Databricks REST API emulator: Jobs 2.2, Files, SQL statements (tests only)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--pending-seconds", type=float, default=0.2)
+    parser.add_argument("--volume", action="append", default=[], help="a Unity Catalog volume: catalog.schema.volume")
+    parser.add_argument("--schema", action="append", default=[], help="a Unity Catalog schema: catalog.schema")
+    parser.add_argument("--warehouse-id", default="emulator-warehouse")
+    parser.add_argument("--statement-seconds", type=float, default=0.3, help="PENDING then RUNNING, in all")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    Handler.emulator = Emulator(args.token, args.workdir, args.pending_seconds)
+    Handler.emulator = Emulator(
+        args.token, args.workdir, args.pending_seconds, Files(args.workdir / "files", args.volume),
+        Warehouse(args.warehouse_id, args.schema, args.statement_seconds),
+    )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 
     def _stop(signum: int, frame: Any) -> None:

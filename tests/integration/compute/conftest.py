@@ -18,6 +18,9 @@ from esteira.stack import process
 REPO = Path(__file__).resolve().parents[3]
 EMULATOR = REPO / "tests" / "databricks_emulator" / "server.py"
 TOKEN = "dapi-emulator-token"
+VOLUME = "/Volumes/main/esteira/artifacts"  # the one Unity Catalog volume the emulator has
+UC_SCHEMA = ("main", "esteira")  # the one Unity Catalog schema the emulator has
+WAREHOUSE_ID = "emulator-warehouse"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,11 @@ class Emulator:
             seen = json.loads(response.read())
         return [r for r in seen if path_end is None or r["path"].endswith(path_end)]
 
+    def tables(self) -> dict[str, dict]:
+        """The Unity Catalog tables the emulator's warehouse holds, by full name."""
+        with urllib.request.urlopen(f"{self.url}/emulator/tables", timeout=5) as response:
+            return json.loads(response.read())
+
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
@@ -38,7 +46,9 @@ def emulator(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("databricks_emulator")
     service = process.Service(
         name="databricks-emulator",
-        argv=[sys.executable, str(EMULATOR), "--port", str(port), "--token", TOKEN, "--workdir", str(workdir)],
+        argv=[sys.executable, str(EMULATOR), "--port", str(port), "--token", TOKEN, "--workdir", str(workdir),
+              "--volume", ".".join(VOLUME.split("/")[2:5]), "--schema", ".".join(UC_SCHEMA),
+              "--warehouse-id", WAREHOUSE_ID],
         port=port,
         health_url=f"http://127.0.0.1:{port}/emulator/health",
         env={},
