@@ -42,6 +42,9 @@ PREDICTIONS = "predictions"
 MONITORING = "monitoring"
 
 CONFIG_PREFIX = "esteira."
+# Commit metadata of a feature table's writes: where the rows came from (`commit_metadata_of`).
+SOURCE_KEY = f"{CONFIG_PREFIX}source"
+SOURCE_VERSION_KEY = f"{CONFIG_PREFIX}source_version"
 _BATCH_ROWS = 65_536
 _COMPARISONS = {
     "=": "equal",
@@ -243,6 +246,7 @@ def merge(
     info: TableInfo | None,
     prune_on: str | None = None,
     update_when: str | None = None,
+    commit_metadata: Mapping[str, str] | None = None,
 ) -> dict:
     """Upsert ``frame`` by ``keys``: matched rows are replaced, new rows inserted.
 
@@ -251,6 +255,7 @@ def merge(
     statistics overlap the source's range. ``update_when`` (SQL over ``t`` and ``s``)
     replaces a matched row only when it holds, so an unchanged row keeps its lineage.
     ``info`` describes the table this call creates on first use (None: it must exist).
+    ``commit_metadata`` is stored with the commit (see `commit_metadata`).
     Returns delta-rs' merge metrics and the table's new ``version``.
     """
     import pyarrow.compute as pc
@@ -267,7 +272,8 @@ def merge(
             f" AND t.`{prune_on}` >= {_literal(low)} AND t.`{prune_on}` <= {_literal(high)}"
         )
     metrics = (
-        table.merge(source, predicate=predicate, source_alias="s", target_alias="t")
+        table.merge(source, predicate=predicate, source_alias="s", target_alias="t",
+                    commit_properties=_commit(commit_metadata))
         .when_matched_update_all(predicate=update_when)
         .when_not_matched_insert_all()
         .execute()
@@ -291,7 +297,8 @@ def append(
 
 
 def replace_where(
-    uri: str, frame: pd.DataFrame | pa.Table, predicate: str, schema: pa.Schema, info: TableInfo
+    uri: str, frame: pd.DataFrame | pa.Table, predicate: str, schema: pa.Schema, info: TableInfo,
+    commit_metadata: Mapping[str, str] | None = None,
 ) -> int:
     """Delete the rows matching ``predicate`` (SQL) and insert ``frame`` in one commit.
 
@@ -301,8 +308,21 @@ def replace_where(
     from deltalake import write_deltalake
 
     ensure_table(uri, schema, info)
-    write_deltalake(uri, _arrow(frame, schema), mode="overwrite", predicate=predicate)
+    write_deltalake(uri, _arrow(frame, schema), mode="overwrite", predicate=predicate,
+                    commit_properties=_commit(commit_metadata))
     return open_table(uri).version()
+
+
+def _commit(metadata: Mapping[str, str] | None):
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata=dict(metadata)) if metadata else None
+
+
+def commit_metadata_of(uri: str, version: int, prefix: str = CONFIG_PREFIX) -> dict[str, str]:
+    """The ``prefix`` keys a writer stored with commit ``version`` (empty when none)."""
+    entry = next((h for h in history(uri) if h.get("version") == version), {})
+    return {key: str(value) for key, value in entry.items() if key.startswith(prefix)}
 
 
 def history(uri: str) -> list[dict]:

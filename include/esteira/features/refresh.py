@@ -186,6 +186,13 @@ def _quarantine_rows(
     return bad
 
 
+def source_metadata(source: sources.Source) -> dict[str, str]:
+    """What each feature commit records of where its rows came from: the source,
+    and its Delta version when it has one (so a training set's lineage can name it)."""
+    version = source.version()
+    return {tables.SOURCE_KEY: source.name} | ({} if version is None else {tables.SOURCE_VERSION_KEY: str(version)})
+
+
 class _Writer:
     """Buffers rows per table and writes a table's buffer once it is large enough,
     replacing what the run claimed since the last write: time ranges of the feature and
@@ -193,10 +200,11 @@ class _Writer:
     only when it has a claim: the rows of a range must all be in the write that replaces it.
     """
 
-    def __init__(self, uc: UseCase, settings: Settings, batch_rows: int) -> None:
+    def __init__(self, uc: UseCase, settings: Settings, batch_rows: int, source: sources.Source) -> None:
         infos = _infos(uc)
         key = [uc.entity, uc.timestamp]
         self.batch_rows = batch_rows
+        self.metadata = source_metadata(source)
         self.targets = {
             tables.FEATURES: (tables.table_uri(settings, uc, tables.FEATURES), key,
                               feature_schema(uc), infos[tables.FEATURES], uc.timestamp),
@@ -235,9 +243,12 @@ class _Writer:
         if name == tables.QUARANTINE:
             return self._flush_quarantine(frame)
         ranges, self.ranges[name] = self.ranges[name], []
+        metadata = self.metadata if name == tables.FEATURES else None
         if not ranges:
-            return tables.merge(uri, frame, keys, schema, info, prune_on=timestamp)["version"]
-        version = tables.replace_where(uri, frame, _ranges_predicate(timestamp, ranges), schema, info)
+            return tables.merge(uri, frame, keys, schema, info, prune_on=timestamp,
+                                commit_metadata=metadata)["version"]
+        version = tables.replace_where(uri, frame, _ranges_predicate(timestamp, ranges), schema, info,
+                                       commit_metadata=metadata)
         log.info("replaced %s with %d rows in %s", _describe(ranges), len(frame), uri)
         return version
 
@@ -353,7 +364,7 @@ def refresh_features(
     if isinstance(source, sources.LandingFiles):
         source.check_delivered(start, end)
 
-    writer = _Writer(uc, settings, batch_rows)
+    writer = _Writer(uc, settings, batch_rows, source)
     windows = _Windows(uc, batch_rows)
     if windows.windowed:
         for chunk in source.read(history_start(uc, start_at), start_at, columns):

@@ -32,6 +32,8 @@ class TrainingSetRef:
     start: datetime
     end: datetime
     rows: int
+    source: str | None = None  # what the feature table's commit at ``version`` was read from
+    source_version: int | None = None  # that source's Delta version, when it has versions
 
 
 def point_in_time_join(
@@ -99,6 +101,8 @@ def build_training_set(
         start, end, len(labels), len(joined), dropped, version, labels_version,
     )
     columns = [*key, FEATURE_TIMESTAMP, *uc.feature_names, uc.label.column]
+    written_from = tables.commit_metadata_of(table_uri, version)
+    source_version = written_from.get(tables.SOURCE_VERSION_KEY)
     ref = TrainingSetRef(
         table_uri=table_uri,
         version=version,
@@ -107,5 +111,7 @@ def build_training_set(
         start=start,
         end=end,
         rows=len(joined),
+        source=written_from.get(tables.SOURCE_KEY),
+        source_version=None if source_version is None else int(source_version),
     )
     return joined[columns], ref

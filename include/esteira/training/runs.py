@@ -44,7 +44,8 @@ LINEAGE_ARTIFACT = "esteira/lineage.json"
 
 
 def lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
-    return {f"{LINEAGE_PREFIX}{key}": str(value) for key, value in lineage.items()}
+    """``lineage.<key>`` tags; a key without a value (a source without versions) is left out."""
+    return {f"{LINEAGE_PREFIX}{key}": str(value) for key, value in lineage.items() if value is not None}
 
 
 def airflow_tags(airflow: Mapping[str, Any] | None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime
 
 import pandas as pd
@@ -11,6 +12,8 @@ import pytest
 from esteira import tables
 from esteira.features import sources
 from esteira.features.refresh import refresh_features
+from esteira.features.training_set import build_training_set
+from esteira.training.runs import lineage_tags
 from tests.integration.sources.conftest import months, panel_usecase
 
 
@@ -47,6 +50,10 @@ def test_refresh_records_the_source_version_and_a_rerun_changes_nothing(settings
     assert tables.content_hash(uri, ["person_id", "period"]) == digest
     quarantine = tables.read_table(tables.table_uri(settings, uc, tables.QUARANTINE))
     assert len(quarantine) == 1 and quarantine["row_key"].iloc[0].startswith("panel@v0:")
+    # the training set's lineage names the source version its feature rows were read at
+    _, lineage = build_training_set(uc, settings, datetime(2024, 1, 1), datetime(2024, 6, 1))
+    assert (lineage.source, lineage.source_version) == (first.source, 0)
+    assert lineage_tags(dataclasses.asdict(lineage))["lineage.source_version"] == "0"
 
 
 def test_a_path_without_a_table_names_the_key(settings):
