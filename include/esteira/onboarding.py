@@ -263,7 +263,8 @@ def infer_usecase(
                     "# before (closed: left is strictly before the row's own time, so no leak)."
                     + (f"\n# Not features (unique on every row, identifiers): {', '.join(ids)}." if ids else ""),
         "label": f"# REVIEW: '{target}' is a column of the same rows; delay is how long after a row\n"
-                 "# its target is known (a window: '0 periods', '14d').",
+                 "# its target is known (a window: '0 periods', '14d'). With a delay, a feature of\n"
+                 f"# '{target}' must be a lag at least that long (`esteira check` names the others).",
         "training": f"# REVIEW: the candidates and the window (the whole sample: {_span(stamps, grain)}).",
         "gate": "# REVIEW: the first model needs only these absolute thresholds; later ones are\n"
                 "# compared with the champion (negative change: a tolerance).",

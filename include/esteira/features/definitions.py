@@ -83,6 +83,40 @@ def check_definitions(uc: UseCase) -> None:
             raise ValueError(f"features.definitions '{feature.name}': needs a window")
         if feature.function == "lag" and parse_window(feature.window).count < 1:
             raise ValueError(f"features.definitions '{feature.name}': a lag reaches at least 1 back")
+        _check_label_is_known(uc, feature)
+
+
+# The shortest and longest period of each grain, in days: a window of periods reaches back
+# at least the first, a delay of periods lasts at most the second.
+_PERIOD_DAYS = {"event": (1, 1), "day": (1, 1), "week": (7, 7), "month": (28, 31), "year": (365, 366)}
+
+
+def _check_label_is_known(uc: UseCase, feature: FeatureDef) -> None:
+    """A feature of the label column may only read labels known at the row's time: with
+    ``label.delay`` D, only a lag reaching at least D back (a rolling window or an events lag
+    would read labels that arrive later: a leak into training that serving cannot repeat)."""
+    if feature.source != uc.label.column or not uc.labels_from_events:
+        return
+    delay_text = uc.label.delay or f"{uc.label.delay_days}d"
+    delay = parse_window(delay_text)
+    if delay.count == 0:
+        return
+    window = parse_window(feature.window) if feature.function == "lag" and feature.window else None
+    if window is None or window.unit == "events":
+        known = False
+    elif window.unit == delay.unit:
+        known = window.count >= delay.count
+    else:  # periods against a duration: the shortest reach against the longest delay
+        shortest, longest = _PERIOD_DAYS[uc.grain]
+        delay_days = delay.count / 86_400 if delay.unit == "seconds" else delay.count * longest
+        known = (window.count / 86_400 if window.unit == "seconds" else window.count * shortest) >= delay_days
+    if not known:
+        raise ValueError(
+            f"features.definitions '{feature.name}': reads the label '{uc.label.column}', known "
+            f"{delay_text} after its row (label.delay), so only a lag of at least {delay_text} sees "
+            "labels already known; this one would read labels that arrive later (a leak). "
+            f"Use function: lag with window: {delay_text} or more, or remove the feature"
+        )
 
 
 _SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}

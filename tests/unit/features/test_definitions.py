@@ -128,3 +128,41 @@ def test_feature_types_follow_the_definitions(churn_uc):
     assert str(features["plan"].dtype) == "string"
     assert features["events_7d_count"].tolist() == [1.0]
     assert np.isnan(features["minutes_7d_mean"].iloc[0])
+
+
+def _panel(delay: str, features: list[dict]):
+    from esteira.usecase import UseCase
+
+    return UseCase.model_validate({
+        "name": "panel", "problem_type": "regression", "entity": "person_id", "timestamp": "period",
+        "grain": "month", "start_date": "2024-01-01", "source": {"kind": "file", "path": "panel.parquet"},
+        "schema": {"columns": {
+            "person_id": {"type": "int", "nullable": False}, "period": {"type": "timestamp", "nullable": False},
+            "hours": {"type": "float", "nullable": True}, "wage": {"type": "float", "nullable": True},
+        }},
+        "features": {"table": "panel_features", "definitions": [
+            {"name": "hours", "function": "identity", "source": "hours"}, *features]},
+        "label": {"column": "wage", "delay": delay},
+        "training": {"primary_metric": "rmse", "greater_is_better": False, "candidates": [{"family": "ridge"}]},
+        "gate": {"thresholds": [{"metric": "rmse", "greater_is_better": False}]},
+    })
+
+
+@pytest.mark.parametrize("delay, feature, leaks", [
+    ("0 periods", {"function": "lag", "window": "1 periods"}, False),
+    ("0 periods", {"function": "rolling_mean", "window": "3 periods", "closed": "left"}, False),
+    ("2 periods", {"function": "lag", "window": "1 periods"}, True),
+    ("2 periods", {"function": "lag", "window": "2 periods"}, False),
+    ("2 periods", {"function": "lag", "window": "1 events"}, True),
+    ("2 periods", {"function": "rolling_mean", "window": "3 periods", "closed": "left"}, True),
+    ("45d", {"function": "lag", "window": "1 periods"}, True),  # a month may be 28 days
+    ("45d", {"function": "lag", "window": "2 periods"}, False),
+    ("30d", {"function": "lag", "window": "30d"}, False),
+])
+def test_a_feature_of_the_label_reads_only_labels_known_by_then(delay, feature, leaks):
+    uc = _panel(delay, [{"name": "wage_before", "source": "wage", **feature}])
+    if leaks:
+        with pytest.raises(ValueError, match=r"'wage_before': reads the label 'wage', known .* \(a leak\)"):
+            check_definitions(uc)
+    else:
+        check_definitions(uc)
