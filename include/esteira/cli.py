@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -91,6 +92,34 @@ def _features_describe(args) -> int:
     from esteira.features.catalog import describe_table
 
     print(json.dumps(describe_table(get_settings(), args.table), indent=2, default=str))
+    return 0
+
+
+def _features_get(args) -> int:
+    from esteira.config import get_settings, get_usecase
+    from esteira.features.online import entity_key, is_stale, open_store
+
+    settings = get_settings()
+    uc = get_usecase(args.usecase, settings)
+    if uc.online is None:
+        print(f"esteira: use case '{uc.name}' declares no online store (add an 'online:' "
+              "section to its YAML)", file=sys.stderr)
+        return 2
+    try:
+        key = entity_key(uc, args.key)
+    except ValueError as error:
+        print(f"esteira: {error}", file=sys.stderr)
+        return 2
+    store = open_store(settings, uc)
+    entry = store.get_many([key])[0]
+    if entry is None:
+        print(f"no stored features for {uc.entity} {key} in {store.location}", file=sys.stderr)
+        return 1
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    print(json.dumps({uc.entity: key, "feature_ts": entry.feature_ts.isoformat(),
+                      "age_seconds": round((now - entry.feature_ts).total_seconds(), 3),
+                      "stale": is_stale(uc, entry.feature_ts, now), "version": entry.version,
+                      "features": entry.features, "store": store.location}, indent=2))
     return 0
 
 
@@ -267,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     describe = fsub.add_parser("describe")
     describe.add_argument("table")
     describe.set_defaults(func=_features_describe)
+    get = fsub.add_parser("get", help="what the online store holds for an entity")
+    get.add_argument("usecase")
+    get.add_argument("key", help="the entity key")
+    get.set_defaults(func=_features_get)
 
     reproduce = sub.add_parser("reproduce", help="retrain an MLflow run and compare metrics")
     reproduce.add_argument("run_id")
@@ -339,6 +372,7 @@ _REPORTED = (
     ("esteira.stack.process", "ServiceError"),
     ("esteira.onboarding", "OnboardingError"),
     ("esteira.stack.airflow_api", "AirflowApiError"),
+    ("esteira.features.online", "OnlineStoreError"),
 )
 
 

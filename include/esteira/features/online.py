@@ -262,6 +262,35 @@ def materialize(uc: UseCase, settings: Settings, version: int | None = None,
     return Materialized(store.location, version, len(present), len(puts), len(deletes))
 
 
+@dataclass(frozen=True)
+class Skew:
+    """A skew check: of ``checked`` sampled entities, those whose online entry differs from
+    the feature table's latest row at ``version`` (or is missing, or should be gone)."""
+
+    version: int
+    checked: int
+    mismatched: list[str]
+
+
+def check_skew(uc: UseCase, settings: Settings, sample: int = 1000, seed: int = 0,
+               store: OnlineStore | None = None) -> Skew:
+    """Compare the values of a sample of entities (of the table and of the store) with the
+    table at the store's materialized version. Materialization writes only the entries whose
+    stored digest differs, so an entry damaged in the store is found here, not repaired there."""
+    import random
+
+    store = store or open_store(settings, uc)
+    version = store.materialized_version()
+    if version is None:
+        raise OnlineStoreError(f"nothing was materialized into {store.location} yet")
+    uri = tables.table_uri(settings, uc, tables.FEATURES)
+    expected = {e.key: e.digest for e in _entries(uc, latest_rows(uc, uri, version), version)}
+    keys = sorted(set(expected) | set(store.digests()))
+    picked = sorted(random.Random(seed).sample(keys, min(sample, len(keys))))
+    held = {e.key: _digest(e.feature_ts, e.features) for e in store.get_many(picked) if e is not None}
+    return Skew(version, len(picked), [k for k in picked if expected.get(k) != held.get(k)])
+
+
 def latest_rows(uc: UseCase, uri: str, version: int):
     """Each entity's row with the latest feature timestamp, at ``version`` (streamed: memory
     holds one batch plus one row per entity)."""
@@ -285,8 +314,12 @@ def _entries(uc: UseCase, latest, version: int) -> Iterable[Entry]:
                                values.to_dict("records"), strict=True):
         features = {name: _plain(value) for name, value in row.items()}
         feature_ts = stamp.to_pydatetime() if hasattr(stamp, "to_pydatetime") else stamp
-        digest = hashlib.sha256(json.dumps([feature_ts.isoformat(), features]).encode()).hexdigest()
-        yield Entry(entity_key(uc, key), features, feature_ts, version, digest[:32])
+        yield Entry(entity_key(uc, key), features, feature_ts, version, _digest(feature_ts, features))
+
+
+def _digest(feature_ts: dt.datetime, features: dict[str, Any]) -> str:
+    """What decides whether a stored entry is current: its timestamp and values."""
+    return hashlib.sha256(json.dumps([feature_ts.isoformat(), features]).encode()).hexdigest()[:32]
 
 
 def _plain(value: Any) -> Any:

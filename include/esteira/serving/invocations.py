@@ -7,12 +7,14 @@ still describes ``/invocations`` (``server.py`` adds it).
 
 Order of a request: API key, a loaded model, Content-Length against ``max_body_bytes``
 (413), admission by bytes (503 with ``Retry-After``), the body, parsing (on a worker
-thread above ``inline_bytes``), scoring (``scoring.Batcher``), the inference log.
+thread above ``inline_bytes``) with the online store filling rows sent by entity key
+(``lookup``), scoring (``scoring.Batcher``), the inference log (the inputs the model saw).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -74,13 +76,16 @@ class InvocationsMiddleware:
     """Serves ``POST /invocations``; passes everything else to ``app``.
 
     ``slot`` holds the live model (``slot.model``, ``slot.problem``); ``check_key`` maps a
-    header getter to None or ``(status, message, error_code)``.
+    header getter to None or ``(status, message, error_code)``; ``lookup`` (a
+    ``serving.lookup.Lookup``, None without an online store) fills rows sent by key.
     """
 
     def __init__(self, app, *, slot, batcher: Batcher, admission: Admission, limits: Limits,
                  parsing: Executor, metrics: ServerMetrics, log: InferenceLog | None,
-                 check_key: Callable[[Callable[[str], str | None]], tuple | None]) -> None:
+                 check_key: Callable[[Callable[[str], str | None]], tuple | None],
+                 lookup: Any = None) -> None:
         self.app = app
+        self.lookup = lookup
         self.slot, self.batcher, self.admission, self.limits = slot, batcher, admission, limits
         self.parsing, self.metrics, self.log, self.check_key = parsing, metrics, log, check_key
 
@@ -121,11 +126,12 @@ class InvocationsMiddleware:
                                            model.signature.params)
             content_type = headers.get("content-type")
             if len(body) <= self.limits.inline_bytes:
-                parsed = protocol.parse_request(body, content_type, signature, self.limits.max_rows)
+                parsed = protocol.parse_request(body, content_type, signature, self.limits.max_rows,
+                                                self.lookup)
             else:
                 parsed = await asyncio.get_running_loop().run_in_executor(
                     self.parsing, protocol.parse_request, body, content_type, signature,
-                    self.limits.max_rows)
+                    self.limits.max_rows, self.lookup)
             del body
             answer = await self.batcher.score(model, parsed)
         except protocol.RequestError as exc:
@@ -137,7 +143,8 @@ class InvocationsMiddleware:
         if self.log is not None:
             self.log.append(Record(request_id, received, model.name, model.version,
                                    parsed.inputs.columns, answer.predictions))
-        return 200, answer.body, [(b"x-request-id", request_id.encode()),
+        body = answer.body if parsed.looked_up is None else _with_lookups(answer.body, parsed.looked_up)
+        return 200, body, [(b"x-request-id", request_id.encode()),
                                   (b"x-model-version", model.version.encode())]
 
     async def _read(self, receive, held: int) -> tuple[bytes, int]:
@@ -172,6 +179,12 @@ class InvocationsMiddleware:
             f"pass the limit of {self.admission.limit} (--max-pending-bytes): retry after "
             f"{wait} s", "TEMPORARILY_UNAVAILABLE")
         return _Refused(503, body, [(b"retry-after", str(wait).encode())])
+
+
+def _with_lookups(body: bytes, looked_up: list[dict]) -> bytes:
+    """The encoded predictions object with ``"online"``: what was looked up per row (spliced
+    in rather than decoding and encoding the predictions again)."""
+    return body[:-1] + b', "online": ' + json.dumps(looked_up).encode() + b"}"
 
 
 def _too_large(size: int, limit: int) -> protocol.RequestError:

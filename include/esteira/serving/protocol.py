@@ -94,6 +94,7 @@ class Request:
 
     inputs: Inputs
     params: dict[str, Any] = field(default_factory=dict)
+    looked_up: list[dict] | None = None  # per row, what the online store gave (serving.lookup)
 
 
 @dataclass(frozen=True)
@@ -111,18 +112,19 @@ class Signature:
 
 def parse_request(
     body: bytes, content_type: str | None, signature: Signature | Sequence[ColumnSpec],
-    max_rows: int | None = None,
+    max_rows: int | None = None, lookup: Any = None,
 ) -> Request:
     """Parse and check one ``/invocations`` body; RequestError names what is wrong.
 
     More rows than ``max_rows`` is a 413 naming the limit, checked before any column
-    is built.
+    is built. ``lookup`` (a ``serving.lookup.Lookup``) fills the inputs a JSON body leaves
+    out from the online store.
     """
     if not isinstance(signature, Signature):
         signature = Signature(tuple(signature))
     mime = _mime(content_type)
     if mime == JSON_TYPE:
-        return _json_request(body, signature, max_rows)
+        return _json_request(body, signature, max_rows, lookup)
     if mime == CSV_TYPE:
         try:
             names, raw = _csv_columns(body, max_rows)
@@ -214,7 +216,7 @@ def _mime(content_type: str | None) -> str:
     return mime
 
 
-def _json_request(body: bytes, signature: Signature, max_rows: int | None) -> Request:
+def _json_request(body: bytes, signature: Signature, max_rows: int | None, lookup: Any = None) -> Request:
     if not body.strip():
         raise RequestError(f"empty request body: send JSON with one of {', '.join(FORMATS)}, "
                            "CSV with a header row, or Parquet")
@@ -242,14 +244,19 @@ def _json_request(body: bytes, signature: Signature, max_rows: int | None) -> Re
     key = keys[0]
     _check_rows(key, doc[key], max_rows)
     params = _params(doc.get("params"), signature.params, "params" in doc)
+    looked_up = None
     try:
         names, raw = _json_columns(key, doc[key])
+        if lookup is not None:
+            raw, looked_up = lookup.fill(raw, [c.name for c in signature.columns])
         null_string = "None" if key in ("instances", "inputs") else None
-        inputs = _typed(signature.columns, names, raw,
+        inputs = _typed(signature.columns, list(raw), raw,
                         lambda spec, values: _from_json(spec, values, null_string))
     except _Deferred as refusal:
+        if looked_up is not None:  # MLflow's parser would not see the looked-up columns
+            raise refusal.error from None
         inputs = _as_mlflow(signature, JSON_TYPE, {key: doc[key]}, refusal.error, max_rows)
-    return Request(inputs, params)
+    return Request(inputs, params, looked_up)
 
 
 def _check_rows(key: str, data: Any, max_rows: int | None) -> None:

@@ -7,7 +7,7 @@ serves several use cases, each at ``POST /models/<uc>/invocations`` with its liv
 details at ``/models/<uc>/version`` (a server of one use case also answers the plain
 ``POST /invocations``); each follows its alias on its own (``POST /models/<uc>/reload``,
 ``POST /reload`` for all, and polling), the compiled (ONNX) path when the version has an
-equivalent one, one inference log per use case, Prometheus ``/metrics``, an optional API key.
+equivalent one, rows sent by entity key filled from the online store (``lookup``), one inference log per use case, Prometheus ``/metrics``, an optional API key.
 
 It never stalls: bodies above ``inline_bytes`` are parsed on a worker thread, model calls
 run on another (only a compiled call on a few rows runs on the loop, being cheaper than
@@ -41,10 +41,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from esteira.config import Settings, get_settings
+from esteira.features.online import open_store
 from esteira.serving import protocol
 from esteira.serving.inference_log import InferenceLog, log_dir
 from esteira.serving.invocations import PATH as INVOCATIONS
 from esteira.serving.invocations import Admission, InvocationsMiddleware, Limits
+from esteira.serving.lookup import Lookup
 from esteira.serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
 from esteira.serving.model_loader import LoadedModel, load_version, resolve_alias, served_usecases
 from esteira.serving.openapi import invocations_schema
@@ -154,6 +156,7 @@ class Served:
     slot: ModelSlot
     batcher: Batcher
     log: InferenceLog | None
+    lookup: Lookup | None = None
 
 
 def create_app(
@@ -180,6 +183,7 @@ def create_app(
                     on_call=metrics.model_calls.inc),
             InferenceLog(log_dir(settings, uc), flush_seconds=config.log_flush_seconds,
                          on_drop=metrics.log_dropped.inc) if config.inference_log else None,
+            Lookup(uc, open_store(settings, uc)) if uc.online is not None else None,
         )
         for uc in ucs
     }
@@ -237,7 +241,8 @@ def create_app(
                     config.retry_after_seconds)
     app.add_middleware(UseCaseRouter, handlers={
         name: dict(slot=s.slot, batcher=s.batcher, admission=admission, limits=limits,
-                   parsing=parsing, metrics=metrics, log=s.log, check_key=key_problem)
+                   parsing=parsing, metrics=metrics, log=s.log, check_key=key_problem,
+                   lookup=s.lookup)
         for name, s in served.items()
     }, sole=sole.name if sole is not None else None)
     per_usecase = {f"/models/{name}/{leaf}" for name in served

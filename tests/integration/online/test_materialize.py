@@ -3,13 +3,14 @@ what it writes, idempotent reruns, incremental new days, the latest row, the fre
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pandas as pd
 import pytest
 
 from esteira import tables
-from esteira.features.online import entity_key, is_stale, materialize, open_store
+from esteira.features.online import check_skew, entity_key, is_stale, materialize, open_store
 from esteira.stages.feature_refresh import refresh
 from esteira.stages.window import RunWindow
 from tests.helpers import TEST_START
@@ -111,3 +112,19 @@ def _info(churn):
     from esteira.features.refresh import _infos
 
     return _infos(churn)[tables.FEATURES]
+
+
+def test_the_skew_check_counts_entries_that_differ_from_the_table(churn, settings):
+    refresh(churn, _FIRST, run_id="first")
+    store = open_store(settings, churn)
+    clean = check_skew(churn, settings)
+    assert clean.checked == len(store.digests()) and clean.mismatched == []
+
+    entry = store.get_many(sorted(store.digests())[:1])[0]
+    tampered = dataclasses.replace(entry, features={**entry.features, "monthly_charges": -1.0})
+    store.write([tampered], [], store.materialized_version())  # its digest unchanged
+    assert check_skew(churn, settings).mismatched == [entry.key]
+    store.write([], [entry.key], store.materialized_version())
+    assert check_skew(churn, settings).mismatched == [entry.key]  # missing
+    assert materialize(churn, settings).written == 1
+    assert check_skew(churn, settings).mismatched == []
