@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from esteira import tables
+from esteira.serving.batch import score_batch
 from esteira.serving.inference_log import read_inference_log
 from esteira.serving.server import ServerConfig, create_app
 from esteira.stages.feature_refresh import refresh
@@ -76,6 +77,22 @@ def test_a_request_by_key_gets_the_prediction_of_the_latest_row(refreshed):
     assert [row["key"] for row in online] == [str(int(k)) for k in some[uc.entity]]
     assert [row["feature_ts"] for row in online] == [t.isoformat() for t in some[uc.timestamp]]
     assert all(row["age_seconds"] > 0 and not row["stale"] for row in online)
+
+
+def test_a_request_by_key_gets_what_batch_scoring_gave_the_latest_row(refreshed):
+    uc, settings, latest = refreshed
+    batch = score_batch(uc, settings, _WINDOW.start_at, _WINDOW.end_at, run_id="batch")
+    scored = tables.read_table(batch["table_uri"]).merge(latest[[uc.entity, uc.timestamp]])
+    scored = scored.sort_values(uc.entity).head(8)
+    with _serve(uc, settings) as client:
+        _wait_ready(client)
+        answer = client.post("/invocations", json={
+            "dataframe_split": {"columns": [uc.entity], "data": [[int(k)] for k in scored[uc.entity]]},
+            "params": {"probabilities": True}})
+    assert answer.status_code == 200, answer.json()
+    records = answer.json()["predictions"]
+    assert [r["prediction"] for r in records] == scored["prediction"].astype(int).tolist()
+    assert np.allclose([r["probability"] for r in records], scored["probability"], atol=1e-6)
 
 
 def test_values_sent_with_the_key_override_the_stored_ones(refreshed):
