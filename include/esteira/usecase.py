@@ -284,6 +284,25 @@ class OnlineSpec(_Strict):
         return value
 
 
+class TablesSpec(_Strict):
+    """Register the Delta tables in Unity Catalog (``esteira.databricks.unity_catalog``):
+    after each write, an external table over the table's location in ``catalog.schema``,
+    kept current with the column descriptions and the primary key."""
+
+    catalog: str
+    schema_: str = Field(alias="schema")
+    warehouse_id: str | None = Field(
+        None, description="the SQL warehouse that runs the DDL; default ESTEIRA_DATABRICKS_WAREHOUSE_ID"
+    )
+
+    @field_validator("catalog", "schema_")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value or "`" in value or "." in value:
+            raise ValueError("a Unity Catalog name without '.' or '`' (tables.catalog, tables.schema)")
+        return value
+
+
 class UseCase(_Strict):
     name: str
     description: str = ""
@@ -301,6 +320,7 @@ class UseCase(_Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     retraining: RetrainingRule = RetrainingRule()
     compute: ComputeSpec = ComputeSpec()
+    tables: TablesSpec | None = Field(None, description="absent: the tables are not registered in Unity Catalog")
     online: OnlineSpec | None = Field(None, description="absent: no online store")
     grain: Grain = Field("event", description="one row per event, or per entity and period")
     schedule: str = Field("@daily", description="defaults to the grain's period (@daily for event)")

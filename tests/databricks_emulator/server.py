@@ -40,7 +40,10 @@ statement is PENDING, then RUNNING, then SUCCEEDED or FAILED (``--statement-seco
 all) with ``status.error`` {``error_code``, ``message``}. It runs the few Unity Catalog DDL
 statements Esteira sends, against a catalog of schemas (``--schema catalog.schema``) and
 external Delta tables whose columns are read from the Delta log at their location; anything
-else fails as a syntax error.
+else fails as a syntax error. ``GET /api/2.1/unity-catalog/tables/{full_name}`` (Tables API)
+returns a table's TableInfo: ``storage_location``, ``comment``, ``columns`` (``comment``,
+``nullable``) and ``table_constraints`` (``primary_key_constraint`` with
+``timeseries_columns``), or 404 ``TABLE_DOES_NOT_EXIST``.
 
 Outside ``/api``: ``GET /emulator/health`` and ``GET /emulator/requests`` (every API
 request received, in order), ``GET /emulator/tables`` (the Unity Catalog tables) for the
@@ -74,6 +77,7 @@ _LOG_LIMIT = 5 * 1024 * 1024
 _API = "/api/2.2/jobs/runs/"
 _FILES = "/api/2.0/fs/files/"
 _SQL = "/api/2.0/sql/statements"
+_UC_TABLES = "/api/2.1/unity-catalog/tables/"
 _ACTIVE = ("PENDING", "RUNNING", "TERMINATING")
 
 
@@ -502,6 +506,36 @@ class Warehouse:
                 statement.cancelled, statement.state = True, "CANCELED"
         return {}
 
+    def table_info(self, full_name: str) -> dict:
+        """``GET /api/2.1/unity-catalog/tables/{full_name}``: the Tables API's TableInfo."""
+        with self.lock:
+            table = self.tables.get(full_name)
+            if table is None:
+                raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+            catalog, schema, name = full_name.split(".")
+            columns = [
+                {"name": column, "type_text": spec["type"], "position": position, "nullable": spec["nullable"],
+                 **({"comment": spec["comment"]} if spec["comment"] else {})}
+                for position, (column, spec) in enumerate(table["columns"].items())
+            ]
+            constraints = [
+                {"primary_key_constraint": {
+                    "name": constraint,
+                    "child_columns": [k.split()[0] for k in spec["primary_key"]],
+                    **({"timeseries_columns": ts} if (ts := [k.split()[0] for k in spec["primary_key"]
+                                                               if k.endswith(" TIMESERIES")]) else {}),
+                }}
+                for constraint, spec in table["constraints"].items()
+            ]
+            body = {"name": name, "catalog_name": catalog, "schema_name": schema, "full_name": full_name,
+                    "table_type": "EXTERNAL", "data_source_format": "DELTA",
+                    "storage_location": table["location"], "columns": columns}
+            if table["comment"]:
+                body["comment"] = table["comment"]
+            if constraints:
+                body["table_constraints"] = constraints
+            return body
+
     def _execute(self, statement: Statement) -> None:
         time.sleep(self.statement_seconds / 2)
         with self.lock:
@@ -674,6 +708,8 @@ class Handler(BaseHTTPRequestHandler):
             route = routes.get((method, path[len(_API):])) if path.startswith(_API) else None
             if path.startswith(_SQL):
                 route = self._sql_route(method, path[len(_SQL):].strip("/"), params)
+            if path.startswith(_UC_TABLES) and method == "GET":
+                route = lambda: emulator.sql.table_info(unquote(path[len(_UC_TABLES):]))  # noqa: E731
             if route is None:
                 raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} {path}'")
             self._send(200, route())

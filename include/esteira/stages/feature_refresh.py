@@ -25,3 +25,16 @@ def refresh(uc: UseCase, window: RunWindow, run_id: str) -> StageResult:
 
         reference["online"] = to_reference(materialize(uc, get_settings(), result.version))
     return reference
+
+
+def register_tables(uc: UseCase, reference: dict) -> dict:
+    """When the use case declares ``tables:``, create or bring current the Unity Catalog
+    tables over what the refresh wrote; the reference then names them. Runs in the Airflow
+    worker, which holds the Databricks connection, wherever the refresh itself ran."""
+    if uc.tables is None:
+        return reference
+    from esteira.databricks import unity_catalog, workspace
+
+    uris = [reference["table_uri"], reference["labels_uri"], reference["quarantine_uri"]]
+    registration = unity_catalog.register(uc, uris, workspace.client(), workspace.hook())
+    return {**reference, "unity_catalog": registration.tables}

@@ -48,7 +48,7 @@ def emulator(tmp_path_factory):
         name="databricks-emulator",
         argv=[sys.executable, str(EMULATOR), "--port", str(port), "--token", TOKEN, "--workdir", str(workdir),
               "--volume", ".".join(VOLUME.split("/")[2:5]), "--schema", ".".join(UC_SCHEMA),
-              "--warehouse-id", WAREHOUSE_ID],
+              "--warehouse-id", WAREHOUSE_ID, "--statement-seconds", "0.1"],
         port=port,
         health_url=f"http://127.0.0.1:{port}/emulator/health",
         env={},
