@@ -393,7 +393,13 @@ def check_usecase(uc: UseCase, settings: Settings, sample_rows: int = _SAMPLE_RO
     window_end = _period_after(frame[uc.timestamp].max().to_pydatetime(), uc.grain)
     window_start = shift_back(window_end, uc.training.window or f"{uc.training.window_days}d", uc.grain)
     in_window = frame[(frame[uc.timestamp] >= window_start) & (frame[uc.timestamp] < window_end)]
-    labelled = int(in_window[uc.label.column].notna().sum()) if uc.labels_from_events else len(in_window)
+    if uc.labels_from_events:
+        # a refresh up to the window's end knows the labels of the rows label.delay before it
+        known_until = shift_back(window_end, uc.label.delay or f"{uc.label.delay_days}d", uc.grain)
+        known = in_window[in_window[uc.timestamp] < known_until]
+        labelled = int(known[uc.label.column].notna().sum())
+    else:
+        labelled = len(in_window)
     split = uc.training.split
     report.say(f"training window [{window_start:%Y-%m-%d}, {window_end:%Y-%m-%d}): {labelled} labelled rows; "
                f"about {int(labelled * (1 - split.validation_fraction - split.test_fraction))} train, "
