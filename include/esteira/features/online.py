@@ -11,7 +11,9 @@ use case under ``ESTEIRA_ONLINE_PREFIX``, in the URL's logical database).
 
 `is_stale` is the freshness rule of ``online.max_age``: a row is stale when its feature
 timestamp is older than ``max_age`` before the time it is used (periods counted in the grain,
-as the feature windows count them).
+as the feature windows count them). The server applies it at request time, the training set
+(`stale_rows`) at each label's time, so with ``stale: refuse`` a model is never trained on a
+row the server would refuse.
 """
 
 from __future__ import annotations
@@ -231,6 +233,17 @@ def is_stale(uc: UseCase, feature_ts: dt.datetime, at: dt.datetime) -> bool:
         return False
     oldest = shift_back(at, max_age, uc.grain)
     return oldest is not None and feature_ts < oldest
+
+
+def stale_rows(uc: UseCase, feature_ts, at):
+    """`is_stale` of each pair of ``feature_ts`` and ``at`` (pandas Series), as a boolean array:
+    the rule applied row by row, so the training set and the server cannot disagree."""
+    import numpy as np
+
+    if uc.online is None or uc.online.max_age is None:
+        return np.zeros(len(feature_ts), dtype=bool)
+    pairs = zip(feature_ts.tolist(), at.tolist(), strict=True)
+    return np.fromiter((is_stale(uc, f, a) for f, a in pairs), dtype=bool, count=len(feature_ts))
 
 
 @dataclass(frozen=True)

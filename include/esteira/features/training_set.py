@@ -1,7 +1,9 @@
 """Point-in-time training sets: each label joined with the features known at its time.
 
 A label stamped t for entity e gets the latest feature row of e stamped at or before t,
-never after, so no information from the future leaks into training.
+never after, so no information from the future leaks into training. With ``online.max_age``
+and ``online.stale: refuse``, a label whose feature row is stale at t is dropped: the row the
+model server would refuse at that time is not trained on either.
 """
 
 from __future__ import annotations
@@ -95,10 +97,16 @@ def build_training_set(
     )
     joined = point_in_time_join(labels, features, uc.entity, uc.timestamp)
     dropped = len(labels) - len(joined)
+    stale = 0
+    if uc.online is not None and uc.online.stale == "refuse":
+        from esteira.features.online import stale_rows
+
+        refused = stale_rows(uc, joined[FEATURE_TIMESTAMP], joined[uc.timestamp])
+        joined, stale = joined[~refused].reset_index(drop=True), int(refused.sum())
     log.info(
         "training set [%s, %s): %d labels, %d joined, %d dropped (no feature row at or "
-        "before the label); features v%d, labels v%d",
-        start, end, len(labels), len(joined), dropped, version, labels_version,
+        "before the label), %d stale (online.max_age); features v%d, labels v%d",
+        start, end, len(labels), len(joined), dropped, stale, version, labels_version,
     )
     columns = [*key, FEATURE_TIMESTAMP, *uc.feature_names, uc.label.column]
     written_from = tables.commit_metadata_of(table_uri, version)
