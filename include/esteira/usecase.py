@@ -303,6 +303,16 @@ class TablesSpec(_Strict):
         return value
 
 
+class DatabricksServingSpec(_Strict):
+    """The ``databricks_serving`` deploy target: each promotion pushes the champion's version
+    to this Model Serving endpoint (``esteira.databricks.serving``), beside Esteira's server."""
+
+    endpoint: str = Field(description="the serving endpoint's name (created on the first promotion)")
+    workload_size: Literal["Small", "Medium", "Large"] = "Small"
+    scale_to_zero: bool = True
+    timeout_minutes: float = Field(30, gt=0, description="how long a config update may take")
+
+
 class UseCase(_Strict):
     name: str
     description: str = ""
@@ -321,6 +331,9 @@ class UseCase(_Strict):
     retraining: RetrainingRule = RetrainingRule()
     compute: ComputeSpec = ComputeSpec()
     tables: TablesSpec | None = Field(None, description="absent: the tables are not registered in Unity Catalog")
+    databricks_serving: DatabricksServingSpec | None = Field(
+        None, description="absent: the champion is not pushed to a Databricks Model Serving endpoint"
+    )
     online: OnlineSpec | None = Field(None, description="absent: no online store")
     grain: Grain = Field("event", description="one row per event, or per entity and period")
     schedule: str = Field("@daily", description="defaults to the grain's period (@daily for event)")

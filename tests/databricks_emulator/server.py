@@ -45,6 +45,14 @@ returns a table's TableInfo: ``storage_location``, ``comment``, ``columns`` (``c
 ``nullable``) and ``table_constraints`` (``primary_key_constraint`` with
 ``timeseries_columns``), or 404 ``TABLE_DOES_NOT_EXIST``.
 
+Serving Endpoints API (https://docs.databricks.com/api/workspace/servingendpoints):
+``POST /api/2.0/serving-endpoints`` (create), ``GET /api/2.0/serving-endpoints/{name}``,
+``PUT /api/2.0/serving-endpoints/{name}/config`` (409 ``RESOURCE_CONFLICT`` while an update
+is in progress) and ``POST /serving-endpoints/{name}/invocations``. An update runs for
+``--serving-update-seconds`` with ``state.config_update`` IN_PROGRESS and the new config in
+``pending_config``; it ends NOT_UPDATING, or UPDATE_FAILED with the served entity's
+``state.deployment_state_message`` while ``config`` stays the previous one (see ``Serving``).
+
 Outside ``/api``: ``GET /emulator/health`` and ``GET /emulator/requests`` (every API
 request received, in order), ``GET /emulator/tables`` (the Unity Catalog tables) for the
 tests to read. ``GET /.well-known/databricks-config`` (host metadata, which databricks-sdk
@@ -78,6 +86,7 @@ _API = "/api/2.2/jobs/runs/"
 _FILES = "/api/2.0/fs/files/"
 _SQL = "/api/2.0/sql/statements"
 _UC_TABLES = "/api/2.1/unity-catalog/tables/"
+_SERVING = "/api/2.0/serving-endpoints"
 _ACTIVE = ("PENDING", "RUNNING", "TERMINATING")
 
 
@@ -142,8 +151,9 @@ def _last_error(stderr: str) -> str | None:
 
 class Emulator:
     def __init__(self, token: str, workdir: Path, pending_seconds: float, files: Files | None = None,
-                 sql: Warehouse | None = None) -> None:
+                 sql: Warehouse | None = None, serving: Serving | None = None) -> None:
         self.token, self.workdir, self.pending_seconds = token, workdir, pending_seconds
+        self.serving = serving or Serving(1.0)
         self.files = files or Files(workdir / "files", [])
         self.sql = sql or Warehouse("emulator-warehouse", [], 0.3)
         self.runs: dict[int, Run] = {}
@@ -642,6 +652,127 @@ def _delta_columns(location: str) -> dict[str, dict]:
     return {field.name: {"type": str(field.type), "comment": "", "nullable": True} for field in schema}
 
 
+class Serving:
+    """Model Serving endpoints whose served entities are registered MLflow model versions.
+
+    An update loads each served version from the registry the emulator's environment
+    names (MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI), as a real endpoint builds its
+    container from it: a version that does not load fails the update (UPDATE_FAILED) and
+    the endpoint keeps serving its previous config. Invocations score with the loaded model.
+    """
+
+    def __init__(self, update_seconds: float) -> None:
+        self.update_seconds = update_seconds
+        self.endpoints: dict[str, dict] = {}
+        self.lock = threading.Lock()
+
+    def create(self, body: dict) -> dict:
+        name = body.get("name")
+        if not name or not isinstance(body.get("config"), dict):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "name and config are required")
+        with self.lock:
+            if name in self.endpoints:
+                raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"Endpoint with name '{name}' already exists.")
+            self.endpoints[name] = {"id": f"ep-{len(self.endpoints) + 1:04d}", "config": None, "pending": None,
+                                    "config_update": "NOT_UPDATING", "models": {}, "version": 0}
+        return self.update_config(name, body["config"])
+
+    def update_config(self, name: str, config: dict) -> dict:
+        entities = config.get("served_entities")
+        if not isinstance(entities, list) or not entities:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "served_entities must hold at least one entity")
+        for entity in entities:
+            if not entity.get("entity_name") or not entity.get("entity_version"):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "each served entity needs entity_name and entity_version")
+        with self.lock:
+            endpoint = self._endpoint(name)
+            if endpoint["config_update"] == "IN_PROGRESS":
+                raise ApiError(409, "RESOURCE_CONFLICT",
+                               f"Endpoint {name} is currently being updated. Wait for the update to finish.")
+            served = [{**e, "name": e.get("name") or f"{e['entity_name'].replace('.', '-')}-{e['entity_version']}"}
+                      for e in entities]
+            routes = (config.get("traffic_config") or {}).get("routes") or [
+                {"served_model_name": served[0]["name"], "traffic_percentage": 100}]
+            endpoint["pending"] = {"served_entities": served, "traffic_config": {"routes": routes},
+                                   "config_version": endpoint["version"] + 1, "state": {}, "message": ""}
+            endpoint["config_update"] = "IN_PROGRESS"
+        threading.Thread(target=self._build, args=(name,), daemon=True).start()
+        return self.get(name)
+
+    def _build(self, name: str) -> None:
+        import mlflow
+
+        time.sleep(self.update_seconds)
+        pending = self.endpoints[name]["pending"]
+        models, failure = {}, None
+        for entity in pending["served_entities"]:
+            try:
+                models[entity["name"]] = mlflow.pyfunc.load_model(
+                    f"models:/{entity['entity_name']}/{entity['entity_version']}")
+            except Exception as exc:  # what the container build reports, whatever it is
+                failure = f"Served entity {entity['name']} failed to load: {type(exc).__name__}: {exc}"[:1000]
+                break
+        with self.lock:
+            endpoint = self.endpoints[name]
+            if failure is not None:
+                endpoint["config_update"], pending["message"] = "UPDATE_FAILED", failure
+                return
+            endpoint["config"], endpoint["models"], endpoint["version"] = pending, models, pending["config_version"]
+            endpoint["pending"], endpoint["config_update"] = None, "NOT_UPDATING"
+
+    def _endpoint(self, name: str) -> dict:
+        if name not in self.endpoints:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint with name '{name}' does not exist.")
+        return self.endpoints[name]
+
+    def get(self, name: str) -> dict:
+        endpoint = self._endpoint(name)
+
+        def config(value: dict, deployment: str, message: str = "") -> dict:
+            entities = [{**e, "state": {"deployment": deployment,
+                                        **({"deployment_state_message": message} if message else {})}}
+                        for e in value["served_entities"]]
+            return {"served_entities": entities, "traffic_config": value["traffic_config"],
+                    "config_version": value["config_version"]}
+
+        body: dict[str, Any] = {
+            "name": name, "id": endpoint["id"],
+            "state": {"ready": "READY" if endpoint["config"] else "NOT_READY",
+                      "config_update": endpoint["config_update"]},
+        }
+        if endpoint["config"]:
+            body["config"] = config(endpoint["config"], "DEPLOYMENT_READY")
+        pending = endpoint["pending"]
+        if pending:
+            failed = endpoint["config_update"] == "UPDATE_FAILED"
+            body["pending_config"] = config(pending, "DEPLOYMENT_FAILED" if failed else "DEPLOYMENT_CREATING",
+                                            pending["message"])
+        return body
+
+    def invoke(self, name: str, body: dict) -> dict:
+        import pandas as pd
+
+        with self.lock:
+            endpoint = self._endpoint(name)
+            if not endpoint["config"]:
+                raise ApiError(400, "BAD_REQUEST", f"Endpoint {name} is not ready: it serves no config yet.")
+            routes = [r for r in endpoint["config"]["traffic_config"]["routes"] if r["traffic_percentage"] > 0]
+            model = endpoint["models"][routes[0]["served_model_name"]]
+        if "dataframe_split" in body:
+            split = body["dataframe_split"]
+            frame = pd.DataFrame(split["data"], columns=split.get("columns"))
+        elif "dataframe_records" in body:
+            frame = pd.DataFrame(body["dataframe_records"])
+        else:
+            raise ApiError(400, "BAD_REQUEST", "send dataframe_split or dataframe_records")
+        try:
+            predictions = model.predict(frame)
+        except Exception as exc:  # the model's own error, as the endpoint reports it
+            raise ApiError(400, "BAD_REQUEST", f"Model prediction failed: {type(exc).__name__}: {exc}") from None
+        values = predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
+        return {"predictions": values}
+
+
 class Handler(BaseHTTPRequestHandler):
     emulator: Emulator
 
@@ -708,6 +839,8 @@ class Handler(BaseHTTPRequestHandler):
             route = routes.get((method, path[len(_API):])) if path.startswith(_API) else None
             if path.startswith(_SQL):
                 route = self._sql_route(method, path[len(_SQL):].strip("/"), params)
+            if path.startswith((_SERVING, "/serving-endpoints/")):
+                route = self._serving_route(method, path, params)
             if path.startswith(_UC_TABLES) and method == "GET":
                 route = lambda: emulator.sql.table_info(unquote(path[len(_UC_TABLES):]))  # noqa: E731
             if route is None:
@@ -728,6 +861,22 @@ class Handler(BaseHTTPRequestHandler):
             return lambda: sql.get(parts[0])
         if method == "POST" and len(parts) == 2 and parts[1] == "cancel":
             return lambda: sql.cancel(parts[0])
+        return None
+
+    def _serving_route(self, method: str, path: str, params: dict):
+        serving = self.emulator.serving
+        if path.startswith("/serving-endpoints/"):
+            parts = path[len("/serving-endpoints/"):].split("/")
+            if method == "POST" and len(parts) == 2 and parts[1] == "invocations":
+                return lambda: serving.invoke(parts[0], params)
+            return None
+        parts = [p for p in path[len(_SERVING):].split("/") if p]
+        if method == "POST" and not parts:
+            return lambda: serving.create(params)
+        if method == "GET" and len(parts) == 1:
+            return lambda: serving.get(parts[0])
+        if method == "PUT" and len(parts) == 2 and parts[1] == "config":
+            return lambda: serving.update_config(parts[0], params)
         return None
 
     def _files(self, method: str, path: str, query: dict, raw: bytes) -> None:
@@ -786,11 +935,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema", action="append", default=[], help="a Unity Catalog schema: catalog.schema")
     parser.add_argument("--warehouse-id", default="emulator-warehouse")
     parser.add_argument("--statement-seconds", type=float, default=0.3, help="PENDING then RUNNING, in all")
+    parser.add_argument("--serving-update-seconds", type=float, default=1.0, help="a config update's build time")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     Handler.emulator = Emulator(
         args.token, args.workdir, args.pending_seconds, Files(args.workdir / "files", args.volume),
-        Warehouse(args.warehouse_id, args.schema, args.statement_seconds),
+        Warehouse(args.warehouse_id, args.schema, args.statement_seconds), Serving(args.serving_update_seconds),
     )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 
