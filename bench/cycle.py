@@ -5,7 +5,10 @@ The cycle is the first half of `make demo` on a smaller churn use case: feature 
 the history -> training (every candidate, at most CANDIDATE_SLOTS at a time) and the gate
 -> registration -> promotion -> the batch inference the champion starts -> one monitoring
 window. Each side runs ``--repeats`` times, alternating, each time on a new ESTEIRA_HOME
-with its own MLflow server; the median is reported. Start-up is not timed on either side:
+with its own MLflow server; the median is reported. Besides the stack as shipped, two
+baselines run the same cycle (``SIDES``): the stock LocalExecutor (no warm start), and that
+with Airflow's default scheduling settings, so the share of the overhead each removed is
+measured in the same run. Start-up is not timed on either side:
 the servers and `esteira up` (whose workers import the libraries), and the floor's imports
 of the same libraries. The scheduler side is timed from its first trigger to the end date
 Airflow records for the last run, so the bench's polling adds nothing. The ratio is the
@@ -16,7 +19,7 @@ Then, unless ``--no-demo``: `make demo`'s wall time on the full use case (`estei
 Ports: ESTEIRA_AIRFLOW_PORT, ESTEIRA_MLFLOW_PORT, ESTEIRA_MODEL_SERVER_PORT when set, else
 free ones. The last line printed is one JSON object.
 
-    .venv/bin/python bench/cycle.py [--entities 600] [--repeats 3] [--no-demo]
+    .venv/bin/python bench/cycle.py [--entities 600] [--repeats 3] [--no-demo] [--no-baselines]
 """
 
 from __future__ import annotations
@@ -255,10 +258,29 @@ def demo_and_page(env: dict[str, str]) -> dict[str, float]:
             "page_warm_load_seconds": loads[1]}
 
 
+# The scheduler side as shipped, and two baselines measured in the same run: the stock
+# LocalExecutor (each task process imports what it uses: no warm start), and that with
+# Airflow's own scheduling defaults too (the loop's idle sleep, the task heartbeat, DAG
+# parsing). Parallelism stays 4 on every side: Airflow's 32 would not fit the machine.
+SIDES = {
+    "floor": ("floor", {}),
+    "scheduler": ("scheduler", {}),
+    "scheduler_cold": ("scheduler", {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}),
+    "scheduler_airflow_defaults": ("scheduler", {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+    }),
+}
+
+
 def _side(side: str, env: dict[str, str]) -> float:
     """One run of one side, in its own interpreter so neither warms the other's imports."""
-    out = subprocess.run([sys.executable, __file__, "--side", side, "--env", json.dumps(env)],
-                         capture_output=True, text=True)
+    kind, extra = SIDES[side]
+    out = subprocess.run([sys.executable, __file__, "--side", kind, "--env", json.dumps(env)],
+                         capture_output=True, text=True, env={**os.environ, **extra})
     if out.returncode != 0:
         raise RuntimeError(f"the {side} side failed (home {env['ESTEIRA_HOME']}):\n{out.stderr[-3000:]}")
     shutil.rmtree(env["ESTEIRA_HOME"], ignore_errors=True)
@@ -270,6 +292,8 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-demo", action="store_true", help="skip the demo's wall time and the page")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="only the floor and the scheduler as shipped (not cold, not Airflow's defaults)")
     parser.add_argument("--side", choices=["floor", "scheduler"], help=argparse.SUPPRESS)
     parser.add_argument("--env", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -278,34 +302,40 @@ def main() -> None:
         print(json.dumps({"seconds": run(json.loads(args.env))}))
         return
     usecases = _usecase_dir(args.entities)
-    seconds: dict[str, list[float]] = {"floor": [], "scheduler": []}
+    names = ["floor", "scheduler"] if args.no_baselines else list(SIDES)
+    seconds: dict[str, list[float]] = {side: [] for side in names}
     loads = []
     for repeat in range(args.repeats):
-        for side in seconds:
+        for side in names:
             seconds[side].append(_side(side, _environment(usecases)))
             loads.append(os.getloadavg()[0])
-            print(f"{side:>9} #{repeat + 1}: {seconds[side][-1]:7.1f} s  (load average {loads[-1]:.1f})", flush=True)
+            print(f"{side:>26} #{repeat + 1}: {seconds[side][-1]:7.1f} s  (load average {loads[-1]:.1f})", flush=True)
     median = {side: statistics.median(runs) for side, runs in seconds.items()}
-    ratio = median["scheduler"] / median["floor"]
-    # Each repeat's two sides run back to back: their ratio is the one least moved by other
-    # work on the machine, which a shared machine's load can swing several-fold in minutes.
-    paired = [s / f for f, s in zip(seconds["floor"], seconds["scheduler"], strict=True)]
-    print(f"orchestration overhead: the scheduler took {ratio:.2f}x the floor (medians of {args.repeats}: "
-          f"{median['scheduler']:.1f} s against {median['floor']:.1f} s, +{median['scheduler'] - median['floor']:.1f} s); "
-          f"repeat by repeat {', '.join(f'{r:.2f}x' for r in paired)}")
-    result = {
-        "entities": args.entities,
-        "repeats": args.repeats,
-        "floor_seconds": [round(s, 1) for s in seconds["floor"]],
-        "scheduler_seconds": [round(s, 1) for s in seconds["scheduler"]],
-        "floor_median": round(median["floor"], 1),
-        "scheduler_median": round(median["scheduler"], 1),
-        "overhead_ratio": round(ratio, 2),
-        "overhead_seconds": round(median["scheduler"] - median["floor"], 1),
-        "paired_ratios": [round(r, 2) for r in paired],
-        "paired_ratio_median": round(statistics.median(paired), 2),
-        "load_averages": [round(x, 1) for x in loads],
-    }
+    result = {"entities": args.entities, "repeats": args.repeats,
+              "load_averages": [round(x, 1) for x in loads]}
+    for side in names:
+        result[f"{side}_seconds"] = [round(s, 1) for s in seconds[side]]
+        result[f"{side}_median"] = round(median[side], 1)
+    for side in names[1:]:
+        ratio = median[side] / median["floor"]
+        # Each repeat's sides run back to back: their ratio is the one least moved by other
+        # work on the machine, which a shared machine's load can swing several-fold in minutes.
+        paired = [s / f for f, s in zip(seconds["floor"], seconds[side], strict=True)]
+        print(f"{side}: {ratio:.2f}x the floor (medians of {args.repeats}: {median[side]:.1f} s against "
+              f"{median['floor']:.1f} s, +{median[side] - median['floor']:.1f} s); "
+              f"repeat by repeat {', '.join(f'{r:.2f}x' for r in paired)}")
+        key = "overhead" if side == "scheduler" else f"{side}_overhead"
+        result |= {f"{key}_ratio": round(ratio, 2), f"{key}_seconds": round(median[side] - median["floor"], 1),
+                   f"{key}_paired_ratios": [round(r, 2) for r in paired]}
+    if not args.no_baselines:
+        base = median["scheduler_airflow_defaults"] - median["floor"]
+        shares = {
+            "scheduling settings": median["scheduler_airflow_defaults"] - median["scheduler_cold"],
+            "warm task processes": median["scheduler_cold"] - median["scheduler"],
+        }
+        print(f"of the overhead with Airflow's defaults (+{base:.1f} s): "
+              + "; ".join(f"{name} removed {cut:.1f} s ({cut / base:.0%})" for name, cut in shares.items()))
+        result["overhead_removed_share"] = {name: round(cut / base, 3) for name, cut in shares.items()}
     if not args.no_demo:
         env = _environment(None, serve=True)
         demo = demo_and_page(env)

@@ -40,6 +40,35 @@ class StackStatus:
     url: str
 
 
+# Settings tuned for one machine, each with the reason; the environment wins for any of them
+# set before `esteira up` (so does bench/cycle.py's `--airflow-defaults`).
+TUNING = {
+    # Task processes fork from LocalExecutor workers, which fork from the scheduler: this
+    # LocalExecutor imports what the stages use once, before it forks (warm.py), so no
+    # task process pays mlflow, sklearn, skops or Evidently again. The scheduler reports
+    # healthy once that is done (`esteira up` waits for it).
+    "AIRFLOW__CORE__EXECUTOR": "esteira.orchestration.warm.WarmLocalExecutor",
+    # 32 worker processes by default: far too many for a 2-core laptop (docs/stack-facts.md).
+    # 4: two candidates train at once (train_candidate's max_active_tis_per_dagrun) while
+    # the light tasks of other runs still start; the workers are forks of the warm
+    # scheduler and share its memory until they write to it.
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    # Each hop (a task's end -> the next task queued, an Asset event -> its run) waits for
+    # the scheduler's next loop, and an idle loop sleeps this long (default 1 s).
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+    # A task's supervisor waits up to this long, once its process has closed its sockets,
+    # to see it exit; a skipped or failed task's state is written only then (success is
+    # written before), so with the default, 5 s, a skipped task often took 5.2 s, not 0.3.
+    # It is also the heartbeat period of a running task (one API call per second).
+    "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+    # New DAG files show within 20 s; a changed one is re-parsed at once (the default sort
+    # mode, modified_time, skips the interval for it). Unchanged files are re-parsed every
+    # 2 min, not every 10 s: each parse is a process that builds every use case's DAGs.
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
+}
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
     """The environment every Airflow process of the embedded stack shares."""
     port = settings.airflow_port
@@ -48,34 +77,12 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # Task processes fork from LocalExecutor workers, which fork from the scheduler: this
-        # LocalExecutor imports what the stages use once, before it forks (warm.py), so no
-        # task process pays mlflow, sklearn, skops or Evidently again. The scheduler reports
-        # healthy once that is done (`esteira up` waits for it).
-        "AIRFLOW__CORE__EXECUTOR": "esteira.orchestration.warm.WarmLocalExecutor",
+        **{key: os.environ.get(key, value) for key, value in TUNING.items()},
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
-        # 32 worker processes by default: far too many for a 2-core laptop (docs/stack-facts.md).
-        # 4: two candidates train at once (train_candidate's max_active_tis_per_dagrun) while
-        # the light tasks of other runs still start; the workers are forks of the warm
-        # scheduler and share its memory until they write to it.
-        "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        # Each hop (a task's end -> the next task queued, an Asset event -> its run) waits for
-        # the scheduler's next loop, and an idle loop sleeps this long (default 1 s).
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-        # A task's supervisor waits up to this long, once its process has closed its sockets,
-        # to see it exit; a skipped or failed task's state is written only then (success is
-        # written before), so with the default, 5 s, a skipped task often took 5.2 s, not 0.3.
-        # It is also the heartbeat period of a running task (one API call per second).
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-        # New DAG files show within 20 s; a changed one is re-parsed at once (the default sort
-        # mode, modified_time, skips the interval for it). Unchanged files are re-parsed every
-        # 2 min, not every 10 s: each parse is a process that builds every use case's DAGs.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         **{key: str(value) for key, value in side_ports(port).items()},
         "ESTEIRA_HOME": str(settings.home),
