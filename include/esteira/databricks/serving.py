@@ -62,10 +62,12 @@ def deploy_version(uc: UseCase, workspace: WorkspaceClient, version: int | str, 
             workspace.serving_endpoints.update_config(
                 name, served_entities=[entity], traffic_config=traffic
             ).result(timeout=timeout)
-    except (OperationFailed, TimeoutError) as exc:
+    except (DatabricksError, OperationFailed, TimeoutError) as exc:
+        # OperationFailed: UPDATE_FAILED; DatabricksError: refused, e.g. 409 while another update runs
+        reason = _failure(workspace, name) if isinstance(exc, OperationFailed) else ""
         raise ServingDeployError(
             f"serving endpoint {name}: the update to {uc.model_name} version {expected} did not finish "
-            f"({_failure(workspace, name) or exc}); it still serves version {previous or 'none'}"
+            f"({reason or exc}); it still serves version {previous or 'none'}"
         ) from None
     try:
         _score(workspace, name, canary, rows)

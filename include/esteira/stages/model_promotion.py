@@ -104,24 +104,26 @@ def promote(uc: UseCase, candidate: Mapping[str, Any], approval: Approval | None
 
 
 def deploy(uc: UseCase, promoted: Mapping[str, Any], roll_back_on_failure: bool = True) -> StageResult:
-    """Reload the use case on the online server and check it serves ``promoted['version']``.
+    """Push ``promoted['version']`` to the use case's Model Serving endpoint when it declares
+    ``databricks_serving:``, then reload the use case on the online server and check it
+    serves the version.
 
     On a failed check the champion goes back to the previous version (through the registry
     module) if it still points at this one, the failure is recorded in the registry's
-    history, and the task fails saying what was undone. NothingToDo when no server serves
-    the use case, or ESTEIRA_MODEL_SERVER_URL=off.
+    history, and the task fails saying what was undone. NothingToDo when neither an endpoint
+    nor a server serves the use case (or ESTEIRA_MODEL_SERVER_URL=off). The endpoint goes
+    first: a server failure after it rolls the alias back but leaves the endpoint on the
+    version until the rollback's own deploy.
     """
     from esteira.config import get_settings
     from esteira.registry import transitions
     from esteira.serving.deploy import DeployError, deploy_champion
 
     settings = get_settings()
-    if settings.model_server_url == "off":
-        return NothingToDo("ESTEIRA_MODEL_SERVER_URL=off: no online server to deploy to")
     version = int(promoted["version"])
     previous = promoted.get("previous_champion")
 
-    def roll_back() -> str:
+    def roll_back(where: str = settings.model_server_url) -> str:
         if not roll_back_on_failure:
             return f"the champion alias stays on version {version} (a rollback's deploy moves no alias)"
         current = transitions.get_alias_version(uc, "champion")
@@ -129,13 +131,16 @@ def deploy(uc: UseCase, promoted: Mapping[str, Any], roll_back_on_failure: bool 
             return f"the champion alias is on version {current}, not {version}: left where it is"
         if not previous:
             return f"the champion alias stays on version {version}: there is no earlier champion"
-        transitions.rollback(
-            uc, int(previous), "esteira deploy check",
-            f"version {version} failed its canary on {settings.model_server_url}",
-        )
+        transitions.rollback(uc, int(previous), "esteira deploy check", f"version {version} failed its canary on {where}")
         log.error("champion rolled back to version %s", previous)
         return f"the champion alias rolled back from version {version} to version {previous}"
 
+    endpoint = _deploy_to_endpoint(uc, settings, version, roll_back) if uc.databricks_serving else None
+    served = {"databricks_serving": endpoint} if endpoint else {}
+    if settings.model_server_url == "off":
+        if endpoint:
+            return {"deployed": True, **served}
+        return NothingToDo("ESTEIRA_MODEL_SERVER_URL=off: no online server to deploy to")
     try:
         result = deploy_champion(uc, settings, version, on_failure=roll_back)
     except DeployError as failed:
@@ -143,5 +148,22 @@ def deploy(uc: UseCase, promoted: Mapping[str, Any], roll_back_on_failure: bool 
         raise
     if isinstance(result, NothingToDo):
         log.warning("%s", result.reason)
-        return result
-    return {"deployed": True, **result}
+        return {"deployed": True, **served} if endpoint else result
+    return {"deployed": True, **result, **served}
+
+
+def _deploy_to_endpoint(uc: UseCase, settings, version: int, roll_back) -> dict:
+    """The ``databricks_serving`` target; on failure the alias rolls back and the history
+    records it, as for the online server."""
+    from esteira.databricks import serving, workspace
+    from esteira.registry import transitions
+    from esteira.serving.deploy import DeployError, serving_example
+
+    where = f"serving endpoint {uc.databricks_serving.endpoint}"
+    try:
+        canary = serving_example(settings, uc.model_name, str(version))
+        return serving.deploy_version(uc, workspace.client(), version, canary)
+    except (serving.ServingDeployError, DeployError) as failed:
+        message = f"{failed}; {roll_back(where)}"
+        transitions.record_decision(uc, "deploy_failed", version, "esteira deploy check", message)
+        raise serving.ServingDeployError(message) from None

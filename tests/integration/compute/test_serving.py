@@ -106,3 +106,53 @@ def test_a_failed_canary_puts_the_previous_version_back(emulator, versions, tmp_
     assert _served("churn-canary-fails") == versions["v1"]
 
 
+
+
+def test_a_promotion_updates_the_endpoint_and_rolls_back_when_its_update_fails(emulator, mlflow_server,
+                                                                             tmp_path, monkeypatch):
+    import uuid
+
+    import yaml
+    from databricks.sdk.service.serving import ServedEntityInput
+
+    from esteira.cli import registry_history
+    from esteira.config import get_usecase
+    from esteira.registry import transitions
+    from esteira.stages import model_promotion
+    from tests.integration.training.test_registry_decisions import CHURN, _challenger
+    from tests.unit.training.synthetic import churn_frame, write_table
+
+    data = yaml.safe_load(CHURN.read_text())
+    data["registry"]["model_name"] = f"churn_endpoint_{uuid.uuid4().hex[:8]}"
+    data["databricks_serving"] = {"endpoint": "churn-promotion", "timeout_minutes": 1}
+    (tmp_path / "usecases").mkdir()
+    (tmp_path / "usecases" / "churn.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("ESTEIRA_HOME", str(tmp_path))
+    monkeypatch.setenv("ESTEIRA_USECASES_DIR", str(tmp_path / "usecases"))
+    monkeypatch.setenv("ESTEIRA_MODEL_SERVER_URL", "off")  # the endpoint is the only target
+    uc = get_usecase("churn")
+    frame = churn_frame(uc)
+    uri = str(tmp_path / "data" / "churn" / uc.features.table)
+    lineage = {"table_uri": uri, "version": write_table(frame, uri)}
+
+    first, _ = _challenger(uc, frame, lineage, 1.0, None)
+    deployed = model_promotion.deploy(uc, model_promotion.promote(uc, first, None, "promotion-1"))
+    v1 = str(first["version"])
+    assert deployed["deployed"] and deployed["databricks_serving"]["model_version"] == v1
+    assert _served("churn-promotion") == v1
+
+    second, _ = _challenger(uc, frame, lineage, 2.0, first["version"])
+    promoted = model_promotion.promote(uc, second, None, "promotion-2")
+    v2 = str(second["version"])
+    # Someone else's update holds the endpoint: Databricks refuses a second one (409).
+    workspace.client().serving_endpoints.update_config(
+        "churn-promotion", served_entities=[ServedEntityInput(name=f"churn-{v1}", entity_name=uc.model_name,
+                                                              entity_version=v1, workload_size="Small")])
+    with pytest.raises(serving.ServingDeployError,
+                       match=rf"version {v2} did not finish \(Endpoint churn-promotion is currently being updated"
+                             rf".*the champion alias rolled back from version {v2} to version {v1}"):
+        model_promotion.deploy(uc, promoted)
+    assert transitions.get_alias_version(uc, "champion") == first["version"]
+    assert _served("churn-promotion") == v1
+    failed = [e for e in registry_history("churn") if e["action"] == "deploy_failed"]
+    assert failed and "serving endpoint churn-promotion" in failed[-1]["reason"]
