@@ -255,24 +255,29 @@ class Materialized:
     entities: int
     written: int
     deleted: int
+    skew_checked: int  # entries read back and compared with the table after the write
+    skew_mismatched: int
 
 
 def materialize(uc: UseCase, settings: Settings, version: int | None = None,
-                store: OnlineStore | None = None) -> Materialized:
+                store: OnlineStore | None = None, skew_sample: int = 100) -> Materialized:
     """Bring the online store to the feature table's latest rows per entity at ``version``
-    (the latest when None), writing only the entries that changed."""
+    (the latest when None), writing only the entries that changed; then read back a sample
+    of ``skew_sample`` entries and count those that differ from the table."""
     store = store or open_store(settings, uc)
     uri = tables.table_uri(settings, uc, tables.FEATURES)
     version = tables.current_version(uri) if version is None else version
     if version is None:
         raise tables.TableNotFound(f"no Delta table at {uri}: refresh the features first")
-    latest = latest_rows(uc, uri, version)
+    expected = {e.key: e for e in _entries(uc, latest_rows(uc, uri, version), version)}
     stored = store.digests()
-    puts = [entry for entry in _entries(uc, latest, version) if stored.get(entry.key) != entry.digest]
-    present = {entity_key(uc, k) for k in latest[uc.entity].tolist()}
-    deletes = sorted(set(stored) - present)
+    puts = [entry for key, entry in expected.items() if stored.get(key) != entry.digest]
+    deletes = sorted(set(stored) - set(expected))
     store.write(puts, deletes, version)
-    return Materialized(store.location, version, len(present), len(puts), len(deletes))
+    digests = {key: entry.digest for key, entry in expected.items()}
+    checked, mismatched = _skew(digests, set(stored) | set(expected), store, skew_sample, version)
+    return Materialized(store.location, version, len(expected), len(puts), len(deletes),
+                        len(checked), len(mismatched))
 
 
 @dataclass(frozen=True)
@@ -290,18 +295,25 @@ def check_skew(uc: UseCase, settings: Settings, sample: int = 1000, seed: int = 
     """Compare the values of a sample of entities (of the table and of the store) with the
     table at the store's materialized version. Materialization writes only the entries whose
     stored digest differs, so an entry damaged in the store is found here, not repaired there."""
-    import random
-
     store = store or open_store(settings, uc)
     version = store.materialized_version()
     if version is None:
         raise OnlineStoreError(f"nothing was materialized into {store.location} yet")
     uri = tables.table_uri(settings, uc, tables.FEATURES)
     expected = {e.key: e.digest for e in _entries(uc, latest_rows(uc, uri, version), version)}
-    keys = sorted(set(expected) | set(store.digests()))
-    picked = sorted(random.Random(seed).sample(keys, min(sample, len(keys))))
+    checked, mismatched = _skew(expected, set(expected) | set(store.digests()), store, sample, seed)
+    return Skew(version, len(checked), mismatched)
+
+
+def _skew(expected: dict[str, str], keys: set[str], store: OnlineStore, sample: int,
+          seed: int) -> tuple[list[str], list[str]]:
+    """A sample of ``keys``, and those whose stored values (not their stored digest) differ
+    from the ``expected`` digests (or are missing, or should be gone)."""
+    import random
+
+    picked = sorted(random.Random(seed).sample(sorted(keys), min(sample, len(keys))))
     held = {e.key: _digest(e.feature_ts, e.features) for e in store.get_many(picked) if e is not None}
-    return Skew(version, len(picked), [k for k in picked if expected.get(k) != held.get(k)])
+    return picked, [k for k in picked if expected.get(k) != held.get(k)]
 
 
 def latest_rows(uc: UseCase, uri: str, version: int):

@@ -12,7 +12,7 @@ feature timestamp, its age in seconds and whether it was stale or missing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from esteira.features.online import OnlineStore, OnlineStoreError, entity_key, is_stale
@@ -24,8 +24,11 @@ _SHOWN = 5  # refused rows named in one message
 
 @dataclass(frozen=True)
 class Lookup:
+    """``count(outcome, rows)`` hears how many looked-up rows were fresh, stale or missing."""
+
     uc: UseCase
     store: OnlineStore
+    count: Callable[[str, int], None] | None = None
 
     def fill(self, raw: dict[str, list], wanted: Sequence[str]) -> tuple[dict[str, list], list | None]:
         """``raw`` (column -> values) with the missing ``wanted`` columns filled from the
@@ -58,6 +61,13 @@ class Lookup:
                 refused.append(f"row {row} ({self.uc.entity} {key}): features of "
                                f"{entry.feature_ts.isoformat()} are older than online.max_age "
                                f"{self.uc.online.max_age}")
+        if self.count is not None:
+            missing_rows = sum(row["missing"] for row in looked_up)
+            stale_rows = len(refused) - missing_rows
+            for outcome, rows in (("fresh", len(keys) - len(refused)), ("stale", stale_rows),
+                                  ("missing", missing_rows)):
+                if rows:
+                    self.count(outcome, rows)
         if refused and self.uc.online.stale == "refuse":
             more = f"; and {len(refused) - _SHOWN} more" if len(refused) > _SHOWN else ""
             raise RequestError("; ".join(refused[:_SHOWN]) + more + " (send these rows in full, "

@@ -54,6 +54,11 @@ class ServerMetrics:
             "esteira_rejected_requests", "Requests refused with 503 because too many bytes were held",
             registry=self.registry,
         )
+        self.online_rows = Counter(
+            "esteira_online_rows", "Rows filled from the online store by use case and outcome "
+            "(fresh, stale, missing: no stored features), refused ones included",
+            ["usecase", "outcome"], registry=self.registry,
+        )
         self.log_dropped = Counter(
             "esteira_inference_log_dropped", "Requests not logged because the queue held too many bytes",
             registry=self.registry,

@@ -183,7 +183,8 @@ def create_app(
                     on_call=metrics.model_calls.inc),
             InferenceLog(log_dir(settings, uc), flush_seconds=config.log_flush_seconds,
                          on_drop=metrics.log_dropped.inc) if config.inference_log else None,
-            Lookup(uc, open_store(settings, uc)) if uc.online is not None else None,
+            Lookup(uc, open_store(settings, uc), _counter(metrics, uc.name))
+            if uc.online is not None else None,
         )
         for uc in ucs
     }
@@ -361,6 +362,10 @@ class UseCaseRouter:
             await Response(body, 404, media_type=_JSON)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def _counter(metrics: ServerMetrics, usecase: str) -> Callable[[str, int], None]:
+    return lambda outcome, rows: metrics.online_rows.labels(usecase, outcome).inc(rows)
 
 
 def _not_served(usecase: str, served: dict[str, Served]) -> Response:

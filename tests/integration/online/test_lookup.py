@@ -129,7 +129,10 @@ def test_flagged_rows_are_scored_and_flagged(refreshed):
     with _serve(uc, settings, max_age="2d", stale="flag") as client:
         _wait_ready(client)
         answer = _post(client, [{uc.entity: key}, {uc.entity: 99_999_999}])
+        metrics = client.get("/metrics").text
     assert answer.status_code == 200, answer.json()
+    for outcome in ("stale", "missing"):
+        assert f'esteira_online_rows_total{{outcome="{outcome}",usecase="{uc.name}"}} 1.0' in metrics
     assert len(answer.json()["predictions"]) == 2
     stale, unknown = answer.json()["online"]
     assert stale["stale"] and not stale["missing"] and stale["age_seconds"] > 2 * 86_400

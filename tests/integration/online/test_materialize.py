@@ -34,6 +34,7 @@ def test_a_refresh_materializes_each_entitys_latest_row(churn, settings):
     assert online["version"] == reference["version"]
     assert online["entities"] == online["written"] == len(latest) == table[churn.entity].nunique()
     assert online["deleted"] == 0
+    assert online["skew_checked"] == min(100, len(latest)) and online["skew_mismatched"] == 0
 
     store = open_store(settings, churn)
     keys = [entity_key(churn, k) for k in latest[churn.entity]]
@@ -124,7 +125,10 @@ def test_the_skew_check_counts_entries_that_differ_from_the_table(churn, setting
     tampered = dataclasses.replace(entry, features={**entry.features, "monthly_charges": -1.0})
     store.write([tampered], [], store.materialized_version())  # its digest unchanged
     assert check_skew(churn, settings).mismatched == [entry.key]
+    unrepaired = materialize(churn, settings, skew_sample=1000)  # its digest says it is current
+    assert (unrepaired.written, unrepaired.skew_mismatched) == (0, 1)
     store.write([], [entry.key], store.materialized_version())
     assert check_skew(churn, settings).mismatched == [entry.key]  # missing
-    assert materialize(churn, settings).written == 1
+    repaired = materialize(churn, settings, skew_sample=1000)
+    assert (repaired.written, repaired.skew_mismatched) == (1, 0)
     assert check_skew(churn, settings).mismatched == []
