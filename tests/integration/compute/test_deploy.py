@@ -102,3 +102,31 @@ def test_the_command_prints_the_settings_of_the_deploy(emulator, wheel, tmp_path
     wheel_path = f"{VOLUME}/esteira/wheels/{deploy.wheel_digest(wheel)}/{wheel.name}"
     assert f"export ESTEIRA_DATABRICKS_LIBRARIES_JSON='[{{\"whl\": \"{wheel_path}\"}}]'" in out
     assert f"export ESTEIRA_DATABRICKS_JOBS_PATH={VOLUME}/esteira/jobs/" in out
+
+
+def test_a_run_executes_the_deployed_job_file(emulator, wheel, tmp_path, monkeypatch):
+    """The printed ESTEIRA_DATABRICKS_JOBS_PATH is what a run's spark_python_task reads: the
+    emulated cluster runs the copy uploaded to the volume."""
+    from esteira.compute.databricks import DatabricksBackend, DatabricksConfig
+    from esteira.compute.job import StepJob
+    from esteira.config import get_settings, load_usecase
+    from esteira.features.generator import generate_landing
+
+    from .conftest import cluster_env, small_churn
+
+    usecases = tmp_path / "usecases"
+    uc = load_usecase(small_churn(usecases, entities=100))
+    home = tmp_path / "home"
+    monkeypatch.setenv("ESTEIRA_HOME", str(home))
+    generate_landing(uc, get_settings().landing_dir / uc.source.landing)
+    deployed = deploy.deploy(workspace.client(), VOLUME, wheel, [usecases / "churn.yaml"])
+    # The emulated cluster has no /Volumes mount: its environment names the store's copy.
+    on_cluster = emulator.workdir / "files" / deployed.usecases_dir.lstrip("/")
+    for key, value in cluster_env(home, on_cluster, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
+        monkeypatch.setenv(key, value)
+    job = StepJob("feature_refresh", "churn", {"params": {"interval_start": "2026-01-01", "interval_end": "2026-01-08"},
+                                               "airflow": {"run_id": "deployed"}})
+    result = DatabricksBackend(DatabricksConfig.from_env()).run(job)
+    assert result["rows_written"] > 0
+    submitted = emulator.requests("/runs/submit")[-1]["params"]["tasks"][0]["spark_python_task"]["python_file"]
+    assert submitted == f"{deployed.jobs_path}/feature_refresh.py"
