@@ -136,12 +136,13 @@ def _online_store(value: str) -> str:
 
 
 _REMEMBERED = "settings.json"
-# What `esteira up` writes down; secrets (API keys, AIRFLOW_CONN_*) stay in the environment.
+# What `esteira up` writes down; secrets (API keys, AIRFLOW_CONN_*, ESTEIRA_ONLINE_STORE: a
+# Redis URL may carry a password) stay in the environment.
 _REMEMBERED_VARIABLES = (
     "ESTEIRA_USECASES_DIR", "ESTEIRA_TABLE_ROOT", "ESTEIRA_AIRFLOW_PORT", "ESTEIRA_MLFLOW_PORT",
     "ESTEIRA_MODEL_SERVER_PORT", "ESTEIRA_MODEL_SERVER_URL", "ESTEIRA_SERVE_USECASE",
     "ESTEIRA_COMPUTE_BACKEND", "ESTEIRA_AIRFLOW_URL", "ESTEIRA_MLFLOW_UI_URL",
-    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ESTEIRA_ONLINE_STORE", "ESTEIRA_ONLINE_PREFIX",
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ESTEIRA_ONLINE_PREFIX",
 )
 
 

@@ -117,8 +117,8 @@ def parse_request(
     """Parse and check one ``/invocations`` body; RequestError names what is wrong.
 
     More rows than ``max_rows`` is a 413 naming the limit, checked before any column
-    is built. ``lookup`` (a ``serving.lookup.Lookup``) fills the inputs a JSON body leaves
-    out from the online store.
+    is built. ``lookup`` (a ``serving.lookup.Lookup``) fills the inputs a JSON or CSV body
+    leaves out from the online store.
     """
     if not isinstance(signature, Signature):
         signature = Signature(tuple(signature))
@@ -126,10 +126,17 @@ def parse_request(
     if mime == JSON_TYPE:
         return _json_request(body, signature, max_rows, lookup)
     if mime == CSV_TYPE:
+        looked_up = None
         try:
             names, raw = _csv_columns(body, max_rows)
-            return Request(_typed(signature.columns, names, raw, _from_text))
+            if lookup is not None:
+                sent = set(raw)
+                raw, looked_up = lookup.fill(raw, [c.name for c in signature.columns])
+                raw = {n: v if n in sent else [_as_text(x) for x in v] for n, v in raw.items()}
+            return Request(_typed(signature.columns, names, raw, _from_text), looked_up=looked_up)
         except _Deferred as refusal:
+            if looked_up is not None:  # MLflow's parser would not see the looked-up columns
+                raise refusal.error from None
             return Request(_as_mlflow(signature, CSV_TYPE, body, refusal.error, max_rows))
     return Request(_as_mlflow(signature, PARQUET_TYPE, body, None, max_rows))
 
@@ -436,6 +443,12 @@ def _from_json(spec: ColumnSpec, values: list, null_string: str | None) -> np.nd
                 _wrong(spec, i, v, "true or false")
         return np.array(values, dtype=bool)
     raise _defer(f"column '{spec.name}' has type {kind}: parsed by MLflow")
+
+
+def _as_text(value: Any) -> str:
+    """A stored value as a CSV cell reads it back: missing as empty, floats by their exact
+    shortest repr."""
+    return "" if value is None else str(value)
 
 
 def _from_text(spec: ColumnSpec, values: list[str]) -> np.ndarray:

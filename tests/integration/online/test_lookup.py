@@ -70,8 +70,13 @@ def test_a_request_by_key_gets_the_prediction_of_the_latest_row(refreshed):
         _wait_ready(client)
         by_key = _post(client, [{uc.entity: int(k)} for k in some[uc.entity]])
         full = _post(client, _full(uc, some))
+        csv_by_key = client.post("/invocations", headers={"content-type": "text/csv"},
+                                 content=f"{uc.entity}\n" + "\n".join(str(int(k)) for k in some[uc.entity]))
     assert by_key.status_code == 200, by_key.json()
     assert by_key.json()["predictions"] == full.json()["predictions"]
+    assert csv_by_key.json()["predictions"] == by_key.json()["predictions"]
+    assert [r["feature_ts"] for r in csv_by_key.json()["online"]] == [
+        r["feature_ts"] for r in by_key.json()["online"]]
     assert "online" not in full.json()  # rows sent in full are not looked up
     online = by_key.json()["online"]
     assert [row["key"] for row in online] == [str(int(k)) for k in some[uc.entity]]
