@@ -1,6 +1,8 @@
 """The ``/invocations`` request body as an OpenAPI schema, from the use case's features.
 
-Other columns and top-level keys are allowed, as MLflow's scoring server ignores them.
+Other columns and top-level keys are allowed, as MLflow's scoring server ignores them. With
+an online store (``online:``) a row may instead carry the entity key and any of the features
+(``serving.lookup``), and the answer says what was looked up.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ def invocations_schema(uc: UseCase) -> dict[str, Any]:
         "properties": {f.name: _JSON_SCHEMA_TYPES[f.type] for f in uc.features.definitions},
         "required": names,
     }
-    rows = {"type": "array", "items": row, "minItems": 1}
     columns = {
         "type": "object",
         "properties": {
@@ -36,6 +37,21 @@ def invocations_schema(uc: UseCase) -> dict[str, Any]:
         },
         "required": names,
     }
+    responses: dict[str, Any] = {}
+    predictions: dict[str, Any] = {"predictions": {"type": "array"}}
+    if uc.online is not None:
+        key = _JSON_SCHEMA_TYPES[uc.schema_.columns[uc.entity].type]
+        row = {"anyOf": [row, {"type": "object", "properties": {uc.entity: key, **row["properties"]},
+                               "required": [uc.entity]}]}
+        columns = {"anyOf": [columns, {
+            "type": "object",
+            "properties": {uc.entity: {"type": "array", "items": key}, **columns["properties"]},
+            "required": [uc.entity]}]}
+        predictions["online"] = {"type": "array", "description": "rows sent by key: per row, "
+                                 "key, feature_ts, age_seconds, stale, missing"}
+        responses["422"] = {"description": "a row sent by key has no stored features, or stale "
+                                           "ones (online.stale: refuse); the message names it"}
+    rows = {"type": "array", "items": row, "minItems": 1}
     split = {
         "type": "object",
         "properties": {
@@ -81,12 +97,10 @@ def invocations_schema(uc: UseCase) -> dict[str, Any]:
                 "description": "one prediction per row, in request order",
                 "content": {
                     "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"predictions": {"type": "array"}},
-                        }
+                        "schema": {"type": "object", "properties": predictions}
                     }
                 },
-            }
+            },
+            **responses,
         },
     }

@@ -162,3 +162,33 @@ def test_the_inference_log_records_the_looked_up_inputs(refreshed):
             assert log[name].iloc[0] == expected
         else:
             assert np.isclose(log[name].iloc[0], expected), name
+
+
+def test_fuzzing_requests_by_key_finds_no_server_error(refreshed):
+    import schemathesis
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as run_settings
+    from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+
+    uc, settings, _ = refreshed
+    with _serve(uc, settings, max_age="2d", stale="flag") as client:
+        _wait_ready(client)
+        schema = schemathesis.openapi.from_asgi("/openapi.json", client.app).include(
+            path="/invocations", method="POST")
+        cases = st.one_of(schema.as_strategy(schemathesis.GenerationMode.POSITIVE),
+                          schema.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+        statuses, looked_up = [], []
+
+        @run_settings(max_examples=80, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+        @given(case=cases)
+        def no_5xx(case):
+            response = case.call_and_validate(checks=[not_a_server_error])
+            statuses.append(response.status_code)
+            looked_up.append(response.status_code == 200 and b'"online"' in response.content)
+
+        no_5xx()
+        by_key = _post(client, [{uc.entity: "abc"}, {uc.entity: 2**70}, {uc.entity: None}])
+    assert 200 in statuses and 400 in statuses and any(looked_up)  # the lookup was reached
+    assert by_key.status_code == 400
