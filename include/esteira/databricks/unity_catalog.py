@@ -1,4 +1,6 @@
-"""The use case's Delta tables as Unity Catalog external tables (``tables:`` in the YAML).
+"""The use case's Delta tables as Unity Catalog external tables (``tables:`` in the YAML):
+features, labels, quarantine, predictions (``<usecase>_predictions``) and monitoring
+(``<usecase>_monitoring``).
 
 After each write the table is created over its location, or kept current: the table and
 column comments are the use case's descriptions (the features' as the YAML says now, the
@@ -79,13 +81,16 @@ def desired(uc: UseCase, uri: str) -> UcTable:
             "location URI (abfss://..., s3://..., gs://...) to register the tables (tables:)"
         )
     info = tables.table_info(uri)
-    keys = list(info["keys"])
+    keys = list(info["keys"])  # none stored (the predictions table): no primary key
+    stored = info["name"] or uri.rstrip("/").rsplit("/", 1)[-1]
+    # Every use case has a table named 'predictions' and one 'monitoring': one schema holds several.
+    name = f"{uc.name}_{stored}" if stored in (tables.PREDICTIONS, tables.MONITORING) else stored
     # The YAML as it is now: the descriptions stored with the table are those of its creation.
     described = {f.name: f.description for f in uc.features.definitions if f.description}
     comments = {c["name"]: described.get(c["name"]) or c.get("description", "") for c in info["columns"]}
     features = info["kind"] == tables.FEATURES
     return UcTable(
-        full_name=".".join(_quote(p) for p in (uc.tables.catalog, uc.tables.schema_, info["name"])),
+        full_name=".".join(_quote(p) for p in (uc.tables.catalog, uc.tables.schema_, name)),
         location=uri,
         comment=(uc.features.description if features else "") or info["description"],
         column_comments={name: text for name, text in comments.items() if text},
@@ -114,7 +119,7 @@ def plan(table: UcTable, current: TableInfo | None) -> list[str]:
             sql.append(f"ALTER TABLE {name} ALTER COLUMN {_quote(key)} SET NOT NULL")
     existing = _primary_key(current)
     wanted = (table.constraint, list(table.keys), [table.timeseries] if table.timeseries else [])
-    if existing != wanted:
+    if table.keys and existing != wanted:
         if existing is not None:
             sql.append(f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {_quote(existing[0])}")
         keys = ", ".join(_quote(k) + (" TIMESERIES" if k == table.timeseries else "") for k in table.keys)
@@ -143,6 +148,13 @@ def register(uc: UseCase, uris: Sequence[str], workspace: WorkspaceClient, hook:
             result.statements.append(statement)
         result.tables.append(_plain(table.full_name))
     return result
+
+
+def register_written(uc: UseCase, uris: Sequence[str]) -> list[str]:
+    """``register`` on the Airflow connection's workspace; the names of the tables registered."""
+    from esteira.databricks import workspace
+
+    return register(uc, uris, workspace.client(), workspace.hook()).tables
 
 
 def execute(hook: DatabricksHook, warehouse: str, statement: str, timeout_seconds: float = 600) -> None:

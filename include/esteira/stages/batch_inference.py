@@ -13,7 +13,8 @@ log = logging.getLogger("esteira.serving")
 
 def score(uc: UseCase, window: RunWindow | None, run_id: str) -> StageResult:
     """Score ``window`` (None: the newest ``monitoring.window_days`` days of the feature
-    table); NothingToDo when there is no champion or no feature row yet."""
+    table); NothingToDo when there is no champion or no feature row yet. With ``tables:``
+    the predictions table is then registered in Unity Catalog (in the worker)."""
     from esteira import tables
     from esteira.config import get_settings
     from esteira.serving.batch import NoChampionError, score_batch
@@ -29,4 +30,8 @@ def score(uc: UseCase, window: RunWindow | None, run_id: str) -> StageResult:
     except (NoChampionError, NoDataYet) as nothing:
         return NothingToDo(str(nothing))
     log.info("scored %s: %s", window, result)
+    if uc.tables is not None and result["version"] is not None:
+        from esteira.databricks.unity_catalog import register_written
+
+        result = {**result, "unity_catalog": register_written(uc, [result["table_uri"]])}
     return {**result, "start": window.start.isoformat(), "end": window.end.isoformat()}

@@ -87,7 +87,13 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
         outcome.decision.reason,
     )
     log.info("Evidently report: %s", outcome.report.artifact_uri)
+    registered = {}
+    if uc.tables is not None:  # the monitoring table, registered in Unity Catalog (in the worker)
+        from esteira.databricks.unity_catalog import register_written
+
+        registered = {"unity_catalog": register_written(uc, [tables.table_uri(settings, uc, tables.MONITORING)])}
     return {
+        **registered,
         "retrain": outcome.decision.retrain,
         "reason": outcome.decision.reason,
         "window_start": window.start.isoformat(),

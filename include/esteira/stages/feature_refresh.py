@@ -33,8 +33,7 @@ def register_tables(uc: UseCase, reference: dict) -> dict:
     worker, which holds the Databricks connection, wherever the refresh itself ran."""
     if uc.tables is None:
         return reference
-    from esteira.databricks import unity_catalog, workspace
+    from esteira.databricks.unity_catalog import register_written
 
     uris = [reference["table_uri"], reference["labels_uri"], reference["quarantine_uri"]]
-    registration = unity_catalog.register(uc, uris, workspace.client(), workspace.hook())
-    return {**reference, "unity_catalog": registration.tables}
+    return {**reference, "unity_catalog": register_written(uc, uris)}

@@ -127,3 +127,33 @@ def test_the_warehouse_and_the_location_are_named_when_wrong(refreshed, monkeypa
         unity_catalog.warehouse_id(uc)
     with pytest.raises(ConfigError, match="ESTEIRA_TABLE_ROOT"):
         unity_catalog.desired(uc, "/Volumes/main/esteira/artifacts/data/churn/churn_features")
+
+
+def test_predictions_and_monitoring_tables_are_registered_under_the_use_case_name(emulator, refreshed):
+    """Both written as batch inference and monitoring write them; every use case has a
+    'predictions' and a 'monitoring' table, so their Unity Catalog names carry its name."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from esteira import tables
+    from esteira.config import get_settings
+    from esteira.monitoring.results import SCHEMA, write_result
+
+    uc, settings = refreshed["uc"], get_settings()
+    predictions = tables.table_uri(settings, uc, tables.PREDICTIONS)
+    tables.append(predictions, pd.DataFrame({"customer_id": ["c1"], "event_ts": [pd.Timestamp("2026-01-02")],
+                                             "model_name": ["churn"], "model_version": ["1"], "prediction": [1]}))
+    row = {name: None for name in SCHEMA.names} | {
+        "window_start": dt.datetime(2026, 1, 1), "window_end": dt.datetime(2026, 1, 2), "model_version": "1"}
+    write_result(settings, uc, row)
+    before = len(_sql(emulator))
+    monitoring = tables.table_uri(settings, uc, tables.MONITORING)
+    assert unity_catalog.register_written(uc, [predictions, monitoring]) == [
+        "main.esteira.churn_predictions", "main.esteira.churn_monitoring"]
+    sent = _sql(emulator, before)
+    assert f"CREATE TABLE IF NOT EXISTS `main`.`esteira`.`churn_predictions` USING DELTA LOCATION '{predictions}'" in sent
+    assert "COMMENT ON TABLE `main`.`esteira`.`churn_monitoring` IS 'churn monitoring'" in sent
+    # Their writers store no keys with them (tables.append): no primary key, not feature tables.
+    assert not any("ADD CONSTRAINT" in s for s in sent)
+    assert emulator.tables()["main.esteira.churn_monitoring"]["location"] == monitoring
