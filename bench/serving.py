@@ -14,7 +14,10 @@ compiled the way training and the registration hook do it (``pyfunc_flavor.log_m
 A keep-alive HTTP client on loopback sends a 1-row and a 100-row ``dataframe_split``
 payload at client concurrency 1 and 8 for a fixed time per round; each scenario runs
 ``--repeats`` rounds (servers in rotating order, so a shift in the shared machine's load
-hits all alike) and reports the median of the rounds. The ceilings are the in-process
+hits all alike) and reports the median of the rounds. The by-key scenario serves the same
+version for churn with ``online:`` declared, the row's features in the online store
+(``ESTEIRA_ONLINE_STORE``: SQLite by default), and sends only ``customer_id``: its p50
+against the compiled server's on the full row, at concurrency 1, is the lookup's cost. The ceilings are the in-process
 calls: sklearn ``predict`` on a one-row frame, and onnxruntime on one row of numpy columns.
 The last line printed is one JSON object.
 
@@ -39,6 +42,7 @@ from pathlib import Path
 
 _MODEL = "churn"
 _GOALS = {"single_row_rps_ratio": 8.0, "single_row_rps_ratio_c8": 15.0, "hundred_rows_rps_ratio": 5.0}
+_BY_KEY_GOAL = 1.25  # the lookup adds at most 25% to p50 at concurrency 1 (compiled path)
 # MLServer 1.7.1's worker pool calls asyncio.get_event_loop() outside a loop, which uvloop
 # 0.22+ refuses: the worker dies and the model never loads. uvloop 0.21 is what it shipped with.
 _MLSERVER = ("mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop==0.21.0")
@@ -183,6 +187,43 @@ def _scenario(servers: dict, body: bytes, concurrency: int, seconds: float, repe
     }
 
 
+def _paired(full_port: int, full: bytes, key_port: int, by_key: bytes, seconds: float,
+            repeats: int) -> dict:
+    """The same row sent in full and by key, at concurrency 1, alternating which goes first;
+    the median p50 of each and their ratio."""
+    sides = {"full": (full_port, full), "by_key": (key_port, by_key)}
+    for port, body in sides.values():
+        _round(port, body, 1, 0.3)  # warm up
+    rounds: dict[str, list[dict]] = {name: [] for name in sides}
+    for r in range(repeats):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            rounds[name].append(_round(*sides[name], 1, seconds))
+    p50 = {name: statistics.median(x["p50_ms"] for x in results) for name, results in rounds.items()}
+    return {"full_p50_ms": round(p50["full"], 3), "by_key_p50_ms": round(p50["by_key"], 3),
+            "by_key_p50_ratio": round(p50["by_key"] / p50["full"], 3),
+            "errors": sum(x["errors"] for results in rounds.values() for x in results)}
+
+
+def _by_key_server(uc, settings, home: Path, one, port: int, service):
+    """A server of churn with ``online:`` declared (a use-case folder of its own) and the
+    online entry of customer 1 holding ``one``'s features; returns its Service."""
+    import dataclasses
+    import datetime as dt
+
+    from esteira.features.online import Entry, open_store
+    from esteira.usecase import OnlineSpec
+
+    folder = home / "usecases-online"
+    folder.mkdir()
+    (folder / "churn.yaml").write_text((settings.usecases_dir / "churn.yaml").read_text() + "\nonline: {}\n")
+    row = one.astype(object).where(one.notna(), None).iloc[0].to_dict()
+    features = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    store = open_store(settings, uc.model_copy(update={"online": OnlineSpec()}))
+    store.write([Entry("1", features, dt.datetime.now(dt.UTC).replace(tzinfo=None), 0, "bench")], [], 0)
+    server = service(port)
+    return dataclasses.replace(server, env={**server.env, "ESTEIRA_USECASES_DIR": str(folder)}), store
+
+
 def _post(port: int, body: bytes) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
@@ -277,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         process.free_port() for _ in range(5))
     tracking_uri = f"http://127.0.0.1:{mlflow_port}"
     os.environ.update(MLFLOW_TRACKING_URI=tracking_uri, ESTEIRA_HOME=str(home),
-                      MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+                      MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+                      ESTEIRA_ONLINE_PREFIX=f"esteira-bench-{home.name}")  # never a real prefix
     settings = dataclasses.replace(get_settings(), home=home)
     bin_dir = Path(sys.executable).parent
     pids = []
@@ -331,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                 del servers[name]
 
         one, hundred = x.sample(1, random_state=1), x.sample(100, random_state=2)
+        by_key_port = process.free_port()
+        by_key, store = _by_key_server(uc, settings, home, one, by_key_port, esteira)
+        pids.append(process.start(by_key, home / "by-key.log"))
+        process.wait_healthy(by_key, pids[-1], timeout=180, log_path=home / "by-key.log")
         payloads = {
             "1 row": json.dumps({"dataframe_split": json.loads(one.to_json(orient="split", index=False))}).encode(),
             "100 rows": json.dumps({"dataframe_split": json.loads(hundred.to_json(orient="split", index=False))}).encode(),
@@ -339,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             answers = {name: _post(s.port, body) for name, s in servers.items()}
             if any(a != answers["mlflow"] for a in answers.values()):
                 raise SystemExit(f"the servers disagree on the {label} payload: {answers}")
+        key_body = json.dumps({"dataframe_split": {"columns": ["customer_id"], "data": [[1]]}}).encode()
+        looked_up, sent = _post(by_key_port, key_body), _post(esteira_port, payloads["1 row"])
+        if looked_up.get("predictions") != sent["predictions"] or "online" not in looked_up:
+            raise SystemExit(f"by key the server answers {looked_up}, with the row sent {sent}")
         if "mlserver" in servers:
             mlserver_note = "MLServer 1.7.1 + mlserver-mlflow 1.7.1, default settings, /invocations"
 
@@ -351,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                 measured["esteira"]["rows_per_call"] = (rows - rows_before) / max(calls - calls_before, 1)
                 for name, result in measured.items():
                     results[f"{name}|{label}|c{concurrency}"] = result
+        by_key_result = _paired(esteira_port, payloads["1 row"], by_key_port, key_body,
+                                args.seconds, args.repeats)
+        by_key_result["store"] = store.location.split()[0]
+        store.clear()
         ceilings = _ceilings(settings, version, one, hundred)
         finished = True
     finally:
@@ -359,11 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         if finished:  # after a failure the logs stay for a look; MLServer's venv is large
             shutil.rmtree(home, ignore_errors=True)
 
-    _report(results, ceilings, list(servers), args, load_before, version, mlserver_note)
+    _report(results, ceilings, list(servers), args, load_before, version, mlserver_note, by_key_result)
     return 0
 
 
-def _report(results, ceilings, names, args, load_before, version, mlserver_note) -> None:
+def _report(results, ceilings, names, args, load_before, version, mlserver_note, by_key) -> None:
     print(f"model: {_MODEL} version {version} (one-hot + imputer + 10-tree random forest, compiled "
           f"equivalent); load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores (shared machine: servers measured in rotating rounds)")
@@ -397,6 +451,11 @@ def _report(results, ceilings, names, args, load_before, version, mlserver_note)
     verdicts.append("p99 <= 1/3 of MLflow's in every scenario: "
                     + ("met" if all(summary[k] <= 1 / 3 for k in p99) else
                        "NOT met (" + ", ".join(f"{k} {summary[k]}" for k in p99 if summary[k] > 1 / 3) + ")"))
+    print(f"by key (online store {by_key['store']}), 1 row c1: p50 {by_key['by_key_p50_ms']} ms "
+          f"against {by_key['full_p50_ms']} ms with the row sent")
+    verdicts.append(f"by_key_p50_ratio {by_key['by_key_p50_ratio']} (goal <= {_BY_KEY_GOAL})  "
+                    + ("met" if by_key["by_key_p50_ratio"] <= _BY_KEY_GOAL else "NOT met"))
+    summary.update({f"by_key_{k}" if not k.startswith("by_key") else k: v for k, v in by_key.items()})
     print("goals (esteira, compiled path):\n  " + "\n  ".join(verdicts))
     single = results["esteira|1 row|c1"]["rps"]
     print("in-process ceilings (calls/s): " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items())
