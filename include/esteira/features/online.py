@@ -260,11 +260,11 @@ class Materialized:
 
 
 def materialize(uc: UseCase, settings: Settings, version: int | None = None,
-                store: OnlineStore | None = None, skew_sample: int = 100) -> Materialized:
+                skew_sample: int = 100) -> Materialized:
     """Bring the online store to the feature table's latest rows per entity at ``version``
     (the latest when None), writing only the entries that changed; then read back a sample
     of ``skew_sample`` entries and count those that differ from the table."""
-    store = store or open_store(settings, uc)
+    store = open_store(settings, uc)
     uri = tables.table_uri(settings, uc, tables.FEATURES)
     version = tables.current_version(uri) if version is None else version
     if version is None:
@@ -290,12 +290,11 @@ class Skew:
     mismatched: list[str]
 
 
-def check_skew(uc: UseCase, settings: Settings, sample: int = 1000, seed: int = 0,
-               store: OnlineStore | None = None) -> Skew:
+def check_skew(uc: UseCase, settings: Settings, sample: int = 1000, seed: int = 0) -> Skew:
     """Compare the values of a sample of entities (of the table and of the store) with the
     table at the store's materialized version. Materialization writes only the entries whose
     stored digest differs, so an entry damaged in the store is found here, not repaired there."""
-    store = store or open_store(settings, uc)
+    store = open_store(settings, uc)
     version = store.materialized_version()
     if version is None:
         raise OnlineStoreError(f"nothing was materialized into {store.location} yet")
