@@ -12,6 +12,7 @@ and the caller rolls the champion alias back.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import TYPE_CHECKING, Any
 
 from esteira.config import ConfigError
@@ -124,6 +125,7 @@ def _failure(workspace: WorkspaceClient, name: str) -> str:
 def _score(workspace: WorkspaceClient, name: str, canary: dict, rows: int) -> None:
     from databricks.sdk.service.serving import DataframeSplitInput
 
+    canary = _json_safe(canary)
     if "dataframe_split" in canary:
         answer = workspace.serving_endpoints.query(name, dataframe_split=DataframeSplitInput.from_dict(canary["dataframe_split"]))
     else:
@@ -138,3 +140,15 @@ def _rows(canary: dict) -> int:
     if "dataframe_records" in canary:
         return len(canary["dataframe_records"])
     raise ServingDeployError(f"the canary example has neither dataframe_split nor dataframe_records: {sorted(canary)}")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null: MLflow's example keeps missing values as NaN, which is not
+    JSON, so the request could not be sent; the endpoint reads null as missing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
