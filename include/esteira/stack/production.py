@@ -135,6 +135,9 @@ def airflow_env(topology: Topology) -> dict[str, str]:
         "AIRFLOW__CELERY__BROKER_URL": topology.redis,
         "AIRFLOW__CELERY__RESULT_BACKEND": topology.database_url(topology.airflow_db, "db+postgresql"),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(topology.worker_concurrency),
+        # The worker imports what the stages use once, before it forks its pool, so no task
+        # process pays mlflow, sklearn or Evidently again (orchestration/warm.py).
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "esteira.orchestration.celery_config.CELERY_CONFIG",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
