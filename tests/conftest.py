@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -63,3 +64,16 @@ def esteira_home(tmp_path, monkeypatch) -> Path:
     """A fresh ESTEIRA_HOME for one test."""
     monkeypatch.setenv("ESTEIRA_HOME", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_still_stops_the_session():
+    """Airflow's task runner, run in this process by ``dag.test()``, sets a SIGTERM handler
+    that calls the task's ``on_kill`` and never puts the old one back, so afterwards SIGTERM
+    no longer stops the test session (docs/stack-facts.md). Put the session's own back after
+    each test (a module fixture may have run ``dag.test()`` before this fixture starts)."""
+    yield
+    signal.signal(signal.SIGTERM, _SESSION_SIGTERM)
+
+
+_SESSION_SIGTERM = signal.getsignal(signal.SIGTERM)
