@@ -395,7 +395,7 @@ def check_usecase(uc: UseCase, settings: Settings, sample_rows: int = _SAMPLE_RO
     in_window = frame[(frame[uc.timestamp] >= window_start) & (frame[uc.timestamp] < window_end)]
     if uc.labels_from_events:
         # a refresh up to the window's end knows the labels of the rows label.delay before it
-        known_until = shift_back(window_end, uc.label.delay or f"{uc.label.delay_days}d", uc.grain)
+        known_until = shift_back(window_end, uc.label.delay_window, uc.grain)
         known = in_window[in_window[uc.timestamp] < known_until]
         labelled = int(known[uc.label.column].notna().sum())
     else:

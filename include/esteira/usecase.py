@@ -150,6 +150,11 @@ class LabelSpec(_Strict):
             raise ValueError("label.delay must look like '14d' or '1 period'")
         return value
 
+    @property
+    def delay_window(self) -> str:
+        """The delay as a window: ``delay``, else ``delay_days`` in days."""
+        return self.delay or f"{self.delay_days}d"
+
 
 class CandidateSpec(_Strict):
     """A model family and its hyperparameter grid: every combination is one candidate."""

@@ -97,7 +97,7 @@ def _check_label_is_known(uc: UseCase, feature: FeatureDef) -> None:
     would read labels that arrive later: a leak into training that serving cannot repeat)."""
     if feature.source != uc.label.column or not uc.labels_from_events:
         return
-    delay_text = uc.label.delay or f"{uc.label.delay_days}d"
+    delay_text = uc.label.delay_window
     delay = parse_window(delay_text)
     if delay.count == 0:
         return

@@ -457,10 +457,6 @@ def _unique(
     return good, _quarantine_rows(uc, repeated, chunk, run_id) if len(bad) else pd.DataFrame()
 
 
-def _label_delay(uc: UseCase) -> str:
-    return uc.label.delay or f"{uc.label.delay_days}d"
-
-
 def _ingest_labels(
     uc: UseCase, settings: Settings, events: sources.Source, writer: _Writer,
     start: date, end: date, run_id: str,
@@ -473,8 +469,8 @@ def _ingest_labels(
     if isinstance(own, sources.LandingFiles):
         chunks, lo, hi = own.read(_at(start), _at(end), list(rules)), None, None
     else:
-        lo = shift_back(_at(start), _label_delay(uc), uc.grain)
-        hi = shift_back(_at(end), _label_delay(uc), uc.grain)
+        lo = shift_back(_at(start), uc.label.delay_window, uc.grain)
+        hi = shift_back(_at(end), uc.label.delay_window, uc.grain)
         chunks = (own or events).read(lo, hi, list(rules) if own else _raw_columns(uc))
     written = quarantined = 0
     for chunk in chunks:
