@@ -126,7 +126,7 @@ def floor(env: dict[str, str]) -> float:
         with ProcessPoolExecutor(CANDIDATE_SLOTS, mp_context=fork) as pool:
             list(pool.map(_forked, range(CANDIDATE_SLOTS)))
             started = time.perf_counter()
-            feature_refresh.refresh(uc, _window(HISTORY), "bench")
+            feature_refresh.publish(uc, feature_refresh.refresh(uc, _window(HISTORY), "bench"))
             airflow = {"dag_id": "bench", "run_id": "bench", "try_number": 1}
             options = model_training.TrainingOptions(gate_mode=uc.gate.mode)
             trigger = model_training.TrainingTrigger("features", dt.datetime(2026, 3, 1))

@@ -5,8 +5,9 @@ Reads the interval's raw daily files from the landing folder, validates them aga
 schema in the use-case YAML (bad rows go to the quarantine table with the reason), computes
 the declared features and merges them into the Delta feature table, keyed by entity and
 event time, so a rerun of an interval changes nothing. Emits the features Asset with the
-table URI and Delta version for training. With `tables:` in the use case, the tables are
-then registered (or kept current) in Unity Catalog before the event.
+table URI and Delta version for training. Before the event, in the Airflow worker: with
+`tables:` in the use case the tables are registered (or kept current) in Unity Catalog, and
+with `online:` the latest row per entity is materialized into the online store.
 
 Scheduled daily; trigger by hand with `interval_start` / `interval_end` to backfill a range,
 and `notify_downstream` off when the new rows should not start a training run.
@@ -46,9 +47,9 @@ def feature_refresh(uc):
         def publish_features(reference: dict, **context) -> dict:
             from esteira.orchestration.context import publish
             from esteira.results import NothingToDo
-            from esteira.stages.feature_refresh import register_tables
+            from esteira.stages.feature_refresh import publish as publish_tables
 
-            reference = register_tables(uc, reference)
+            reference = publish_tables(uc, reference)
             if not context["params"]["notify_downstream"]:
                 return publish(context, features, NothingToDo("notify_downstream is off: no features event, no training"))
             return publish(context, features, reference)

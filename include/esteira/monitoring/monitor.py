@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from esteira.config import Settings
+from esteira.features.online import Skew
 from esteira.monitoring.drift import DriftResult
 from esteira.monitoring.estimation import EstimatedQuality
 from esteira.monitoring.quality import QualityResult, compute_quality
@@ -51,6 +52,7 @@ def run_monitoring(
     labels: pd.DataFrame | Sample | None,
     run_label: str,
     estimated: EstimatedQuality | None = None,
+    skew: Skew | None = None,
 ) -> MonitoringOutcome:
     """Judge one window for one model version and record the result.
 
@@ -59,13 +61,14 @@ def run_monitoring(
     ``labels``: the window's labeled predictions (``uc.label.column`` and ``prediction``),
     None while the labels have not arrived. ``test_metrics``: the model's ``test_<metric>``
     values. ``estimated``: the quality estimated without labels (None: not estimated).
+    ``skew``: the online store's skew check (`features.online.check_skew`; None: not run).
     Which quality drop makes the window breach is ``retraining.quality``. Window bounds may
     be timezone-aware; they are stored as naive UTC.
     """
     start, end = _naive_utc(window_start), _naive_utc(window_end)
     version = str(model_version)
     quality = compute_quality(labels, uc, test_metrics) if _has_rows(labels) else None
-    row = _row(uc, start, end, version, run_label, drift, quality, estimated)
+    row = _row(uc, start, end, version, run_label, drift, quality, estimated) | _skew_columns(skew)
     history = read_history(settings, uc)
     others = history[~((history["window_start"] == start) & (history["model_version"] == version))]
     candidate = pd.DataFrame([row])
@@ -83,7 +86,7 @@ def run_monitoring(
         window_start=start,
         window_end=end,
         run_label=run_label,
-        metrics=_run_metrics(drift, quality, estimated, decision),
+        metrics=_run_metrics(drift, quality, estimated, decision) | _skew_metrics(skew),
     )
     row |= {
         "retrain": decision.retrain,
@@ -175,6 +178,18 @@ def _row(
         "report_run_id": None,
         "report_uri": None,
     }
+
+
+def _skew_columns(skew: Skew | None) -> dict[str, int | None]:
+    if skew is None:
+        return {"online_skew_checked": None, "online_skew_mismatched": None}
+    return {"online_skew_checked": skew.checked, "online_skew_mismatched": len(skew.mismatched)}
+
+
+def _skew_metrics(skew: Skew | None) -> dict[str, float]:
+    if skew is None:
+        return {}
+    return {"online_skew_checked": float(skew.checked), "online_skew_mismatched": float(len(skew.mismatched))}
 
 
 def _run_metrics(

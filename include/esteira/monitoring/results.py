@@ -52,6 +52,8 @@ SCHEMA = pa.schema(
         ("breach", pa.bool_()),
         ("retrain", pa.bool_()),
         ("retrain_reason", pa.string()),
+        ("online_skew_checked", pa.int64()),  # null: no online store, or it could not be read
+        ("online_skew_mismatched", pa.int64()),
         ("report_run_id", pa.string()),
         ("report_uri", pa.string()),
     ]

@@ -71,6 +71,7 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
         labeled_sample(uc, settings, version, window.start_at, window.end_at),
         run_id,
         estimated=estimated,
+        skew=online_skew(uc, settings),
     )
     quality = outcome.quality
     log.info(
@@ -108,7 +109,29 @@ def monitor(uc: UseCase, window: RunWindow | None, run_id: str) -> Reference:
         "current_sampled": drift.current_sampled,
         "report_uri": outcome.report.artifact_uri,
         "report_run_id": outcome.report.run_id,
+        "online_skew_mismatched": outcome.row["online_skew_mismatched"],
     }
+
+
+def online_skew(uc: UseCase, settings) -> Any:
+    """The online store's skew check when the use case declares ``online:`` (None without
+    one). A store that cannot be read, or holds nothing yet, is logged and recorded as null:
+    it does not cost the window its drift and quality results."""
+    if uc.online is None:
+        return None
+    from esteira.features.online import OnlineStoreError, check_skew
+
+    try:
+        skew = check_skew(uc, settings)
+    except OnlineStoreError as error:
+        log.warning("online skew check skipped: %s", error)
+        return None
+    if skew.mismatched:
+        log.warning("online store: %d of %d sampled entities differ from the feature table at v%d "
+                    "(first: %s); the next refresh does not repair them, rematerialize with "
+                    "esteira.features.online.materialize after clearing the store",
+                    len(skew.mismatched), skew.checked, skew.version, skew.mismatched[:5])
+    return skew
 
 
 def _finite(value: float | None) -> float | None:

@@ -11,6 +11,8 @@ import pytest
 from esteira.config import get_settings, load_usecase
 from esteira.features.generator import generate_landing
 from esteira.features.online import open_store
+from esteira.stages import feature_refresh
+from esteira.stages.window import RunWindow
 from esteira.usecase import OnlineSpec, UseCase
 from tests.helpers import shrink
 
@@ -37,3 +39,8 @@ def settings(request, esteira_home, churn, monkeypatch):
     settings = get_settings()
     yield settings
     open_store(settings, churn).clear()
+
+
+def refresh_and_publish(uc: UseCase, window: RunWindow, run_id: str) -> dict:
+    """The refresh DAG's two steps: the refresh, then its publication (materialization)."""
+    return feature_refresh.publish(uc, feature_refresh.refresh(uc, window, run_id))

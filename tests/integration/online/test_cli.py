@@ -10,9 +10,10 @@ import yaml
 
 from esteira import cli
 from esteira.features.online import open_store
-from esteira.stages.feature_refresh import refresh
 from esteira.stages.window import RunWindow
 from tests.helpers import TEST_START
+
+from .conftest import refresh_and_publish
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def on_disk(churn, settings, tmp_path, monkeypatch):
 
 
 def test_features_get_prints_the_stored_entry(on_disk, settings, capsys):
-    refresh(on_disk, RunWindow(TEST_START, TEST_START + dt.timedelta(days=3)), run_id="cli")
+    refresh_and_publish(on_disk, RunWindow(TEST_START, TEST_START + dt.timedelta(days=3)), run_id="cli")
     key = sorted(open_store(settings, on_disk).digests())[0]
     assert cli.main(["features", "get", "churn", key]) == 0
     shown = json.loads(capsys.readouterr().out)

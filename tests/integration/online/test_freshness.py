@@ -15,10 +15,11 @@ from esteira.features.refresh import labels_schema
 from esteira.features.training_set import build_training_set
 from esteira.serving.lookup import Lookup
 from esteira.serving.protocol import RequestError
-from esteira.stages.feature_refresh import refresh
 from esteira.stages.window import RunWindow
 from esteira.usecase import OnlineSpec
 from tests.helpers import TEST_START
+
+from .conftest import refresh_and_publish
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def _trained(uc, settings, label_at: dt.datetime, max_age: int) -> bool:
 
 
 def test_training_and_serving_refuse_the_same_stale_row(churn, settings):
-    refresh(churn, RunWindow(TEST_START, TEST_START + dt.timedelta(days=3)), run_id="fresh")
+    refresh_and_publish(churn, RunWindow(TEST_START, TEST_START + dt.timedelta(days=3)), run_id="fresh")
     store = open_store(settings, churn)
     entry = store.get_many(sorted(store.digests())[:1])[0]
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)

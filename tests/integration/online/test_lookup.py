@@ -19,11 +19,12 @@ from esteira import tables
 from esteira.serving.batch import score_batch
 from esteira.serving.inference_log import read_inference_log
 from esteira.serving.server import ServerConfig, create_app
-from esteira.stages.feature_refresh import refresh
 from esteira.stages.window import RunWindow
 from esteira.usecase import OnlineSpec, RegistrySpec
 from tests.helpers import TEST_START
 from tests.integration.serving import models
+
+from .conftest import refresh_and_publish
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def refreshed(mlflow_server, churn, settings):
     """Churn refreshed (and materialized), a model of its own registered as champion; the
     use case's latest feature rows."""
     uc = churn.model_copy(update={"registry": RegistrySpec(model_name=f"churn_{uuid.uuid4().hex[:8]}")})
-    refresh(uc, _WINDOW, run_id="lookup")
+    refresh_and_publish(uc, _WINDOW, run_id="lookup")
     models.set_champion(uc, models.register(uc, models.train(uc, seed=3)))
     table = tables.read_table(tables.table_uri(settings, uc, tables.FEATURES))
     latest = table.sort_values(uc.timestamp).drop_duplicates(uc.entity, keep="last")

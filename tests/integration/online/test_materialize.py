@@ -11,9 +11,10 @@ import pytest
 
 from esteira import tables
 from esteira.features.online import check_skew, entity_key, is_stale, materialize, open_store
-from esteira.stages.feature_refresh import refresh
 from esteira.stages.window import RunWindow
 from tests.helpers import TEST_START
+
+from .conftest import refresh_and_publish
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def _features(churn, settings) -> pd.DataFrame:
 
 
 def test_a_refresh_materializes_each_entitys_latest_row(churn, settings):
-    reference = refresh(churn, _FIRST, run_id="first")
+    reference = refresh_and_publish(churn, _FIRST, run_id="first")
     online = reference["online"]
     table = _features(churn, settings)
     latest = table.sort_values(churn.timestamp).drop_duplicates(churn.entity, keep="last")
@@ -52,10 +53,10 @@ def test_a_refresh_materializes_each_entitys_latest_row(churn, settings):
 
 
 def test_rerunning_a_refresh_writes_nothing_to_the_online_store(churn, settings):
-    first = refresh(churn, _FIRST, run_id="first")
+    first = refresh_and_publish(churn, _FIRST, run_id="first")
     store = open_store(settings, churn)
     before = store.get_many(list(store.digests()))
-    again = refresh(churn, _FIRST, run_id="again")
+    again = refresh_and_publish(churn, _FIRST, run_id="again")
     assert again["version"] > first["version"]
     assert again["online"] == {**first["online"], "version": again["version"], "written": 0}
     assert store.get_many([e.key for e in before]) == before  # rows and their versions kept
@@ -63,10 +64,10 @@ def test_rerunning_a_refresh_writes_nothing_to_the_online_store(churn, settings)
 
 
 def test_a_new_day_rewrites_only_the_entities_whose_latest_row_changed(churn, settings):
-    refresh(churn, _FIRST, run_id="first")
+    refresh_and_publish(churn, _FIRST, run_id="first")
     store = open_store(settings, churn)
     before = {e.key: e for e in store.get_many(list(store.digests()))}
-    reference = refresh(churn, _NEXT_DAY, run_id="next")
+    reference = refresh_and_publish(churn, _NEXT_DAY, run_id="next")
     table = _features(churn, settings)
     new_day = table[table[churn.timestamp] >= pd.Timestamp(_NEXT_DAY.start_at)]
     changed = {entity_key(churn, k) for k in new_day[churn.entity]}
@@ -82,7 +83,7 @@ def test_a_new_day_rewrites_only_the_entities_whose_latest_row_changed(churn, se
 
 
 def test_an_entity_gone_from_the_table_is_deleted(churn, settings):
-    refresh(churn, _FIRST, run_id="first")
+    refresh_and_publish(churn, _FIRST, run_id="first")
     store = open_store(settings, churn)
     uri = tables.table_uri(settings, churn, tables.FEATURES)
     gone = int(_features(churn, settings)[churn.entity].iloc[0])
@@ -94,7 +95,7 @@ def test_an_entity_gone_from_the_table_is_deleted(churn, settings):
 
 
 def test_the_freshness_rule_of_online_max_age(churn, settings):
-    refresh(churn, _FIRST, run_id="first")
+    refresh_and_publish(churn, _FIRST, run_id="first")
     store = open_store(settings, churn)
     entry = store.get_many(sorted(store.digests())[:1])[0]
     assert not is_stale(churn, entry.feature_ts, entry.feature_ts + 2 * _DAY)  # max_age 2d
@@ -116,7 +117,7 @@ def _info(churn):
 
 
 def test_the_skew_check_counts_entries_that_differ_from_the_table(churn, settings):
-    refresh(churn, _FIRST, run_id="first")
+    refresh_and_publish(churn, _FIRST, run_id="first")
     store = open_store(settings, churn)
     clean = check_skew(churn, settings)
     assert clean.checked == len(store.digests()) and clean.mismatched == []
@@ -132,3 +133,30 @@ def test_the_skew_check_counts_entries_that_differ_from_the_table(churn, setting
     repaired = materialize(churn, settings, skew_sample=1000)
     assert (repaired.written, repaired.skew_mismatched) == (1, 0)
     assert check_skew(churn, settings).mismatched == []
+
+
+def test_monitoring_records_how_many_online_entries_differ_from_the_table(mlflow_server, churn, settings):
+    from mlflow import MlflowClient
+
+    from esteira.monitoring.drift import compute_drift
+    from esteira.monitoring.monitor import run_monitoring
+    from esteira.monitoring.results import read_history
+    from esteira.stages.drift_monitoring import online_skew
+    from tests.unit.monitoring.frames import churn_frame, churn_usecase
+
+    assert online_skew(churn, settings) is None  # nothing materialized yet: recorded as null
+    refresh_and_publish(churn, _FIRST, run_id="first")
+    store = open_store(settings, churn)
+    entry = store.get_many(sorted(store.digests())[:1])[0]
+    store.write([dataclasses.replace(entry, features={**entry.features, "plan": "gold"})], [],
+                store.materialized_version())
+
+    skew = online_skew(churn, settings)
+    assert skew.mismatched == [entry.key] and skew.checked == len(store.digests())
+    judged = churn_usecase(sample_size=500)
+    start = dt.datetime(2026, 3, 20)
+    outcome = run_monitoring(judged, settings, compute_drift(churn_frame(800, seed=1), churn_frame(600, seed=2), judged),
+                             start, start + _DAY, "1", {"test_roc_auc": 0.8}, None, "skew", skew=skew)
+    row = read_history(settings, judged).iloc[-1]
+    assert (row["online_skew_checked"], row["online_skew_mismatched"]) == (skew.checked, 1)
+    assert MlflowClient(mlflow_server).get_run(outcome.report.run_id).data.metrics["online_skew_mismatched"] == 1.0
