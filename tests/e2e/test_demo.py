@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -59,3 +61,43 @@ def test_training_trigger_form_is_typed_and_airflow_refuses_bad_values(demo_stac
     with pytest.raises(AirflowApiError) as refused:
         client.trigger("churn__model_training", {"test_fraction": 2.0})
     assert "400" in str(refused.value) and "test_fraction" in str(refused.value)
+
+
+def test_a_request_carrying_only_customer_id_gets_what_batch_scoring_gave(demo_cycle):
+    """After the demo's refreshes (each materializing the online store in its publish task)
+    and promotions, batch scoring of the newest day through the scheduler and a request by
+    key to the model server give each customer's latest row the same prediction."""
+    from esteira import tables
+    from esteira.config import get_usecase
+    from esteira.features.online import latest_rows
+    from esteira.registry.transitions import get_alias_version
+    from esteira.stack.airflow_api import AirflowClient
+
+    settings, uc = demo_cycle["settings"], get_usecase("churn")
+    features = tables.table_uri(settings, uc, tables.FEATURES)
+    latest = latest_rows(uc, features, tables.current_version(features))
+    day = latest[uc.timestamp].max().normalize()
+    newest = latest[latest[uc.timestamp] >= day].head(25)
+    assert len(newest) > 5
+
+    client = AirflowClient(demo_cycle["base"], "admin", demo_cycle["password"])
+    conf = {"interval_start": day.date().isoformat(), "interval_end": (day + pd.Timedelta(days=1)).date().isoformat()}
+    scored = client.wait("churn__batch_inference", client.trigger("churn__batch_inference", conf), timeout=600)
+    assert scored.state == "success", scored.tasks
+    champion = str(get_alias_version(uc, "champion"))
+    predictions = tables.read_table(tables.table_uri(settings, uc, tables.PREDICTIONS))
+    batch = newest[[uc.entity, uc.timestamp]].merge(
+        predictions[predictions["model_version"] == champion], on=[uc.entity, uc.timestamp], how="left")
+    assert batch["probability"].notna().all(), "batch scoring left a latest row unscored"
+
+    answer = httpx.post(f"{settings.model_server_url}/models/churn/invocations", timeout=30, json={
+        "dataframe_records": [{uc.entity: int(key)} for key in batch[uc.entity]],
+        "params": {"probabilities": True}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert httpx.get(f"{settings.model_server_url}/models/churn/version").json()["model_version"] == champion
+    assert [row["feature_ts"] for row in body["online"]] == [ts.isoformat() for ts in batch[uc.timestamp]]
+    served = pd.DataFrame(body["predictions"])
+    assert np.allclose(served["probability"], batch["probability"], atol=1e-5)
+    clear = (batch["probability"] - 0.5).abs() > 1e-4  # a label is the same unless it sits on the threshold
+    assert (served["prediction"][clear].to_numpy() == batch["prediction"][clear].to_numpy()).all()
