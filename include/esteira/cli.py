@@ -123,6 +123,31 @@ def _features_get(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    """POST the keys to the model server (by entity key: the rest from the online store)."""
+    import httpx
+
+    from esteira.config import get_settings, get_usecase
+
+    settings = get_settings()
+    uc = get_usecase(args.usecase, settings)
+    body = {"dataframe_records": [{uc.entity: key} for key in args.keys]}
+    if args.probabilities:
+        body["params"] = {"probabilities": True}
+    url = f"{settings.model_server_url}/models/{uc.name}/invocations"
+    try:
+        answer = httpx.post(url, json=body, timeout=30)
+    except httpx.HTTPError as error:
+        print(f"esteira: the model server at {settings.model_server_url} did not answer: {error} "
+              "(is the stack up? esteira status)", file=sys.stderr)
+        return 1
+    if answer.status_code != 200:
+        print(f"esteira: {url} answered {answer.status_code}: {answer.text}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer.json(), indent=2))
+    return 0
+
+
 def _reproduce(args) -> int:
     from esteira.training.reproduce import reproduce
 
@@ -300,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("usecase")
     get.add_argument("key", help="the entity key")
     get.set_defaults(func=_features_get)
+
+    predict = sub.add_parser("predict", help="score entities by key on the model server (features "
+                             "from the online store)")
+    predict.add_argument("usecase")
+    predict.add_argument("keys", nargs="+", help="entity keys")
+    predict.add_argument("--probabilities", action="store_true", help="a classifier's probabilities too")
+    predict.set_defaults(func=_predict)
 
     reproduce = sub.add_parser("reproduce", help="retrain an MLflow run and compare metrics")
     reproduce.add_argument("run_id")

@@ -252,6 +252,7 @@ def infer_usecase(
             {"metric": "log_loss", "greater_is_better": False, "min_relative_change": -0.05},
         ]}},
         "registry": {"registry": {"require_approval": True, "approval_timeout_hours": 24}},
+        "online": {"online": {"stale": "refuse"}},
         "monitoring": {"monitoring": {"window_days": 1, "drift_share_threshold": 0.3}},
         "retraining": {"retraining": {"breaches": 2, "windows": 3, "cooldown_days": _COOLDOWN_DAYS[grain]}},
     }
@@ -269,6 +270,9 @@ def infer_usecase(
         "gate": "# REVIEW: the first model needs only these absolute thresholds; later ones are\n"
                 "# compared with the champion (negative change: a tolerance).",
         "registry": "# A person approves each promotion: esteira approve <name> --reason \"...\"",
+        "online": f"# Each refresh stores every {entity}'s latest features, so the model server scores\n"
+                  f"# {{\"{entity}\": <key>}} alone. REVIEW: max_age ('2 periods', '7d') refuses older rows\n"
+                  "# (stale: flag scores and flags them), and leaves them out of training too.",
         "monitoring": "# Drift of each scoring window against the champion's training data.",
         "retraining": "# Retrain when drift breaches in `breaches` of the last `windows` windows.",
     }

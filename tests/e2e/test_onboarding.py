@@ -3,9 +3,9 @@
 The README's walk-through ("Add your own use case") is run literally: its bash blocks are
 extracted and run in a fresh folder holding the data file it names, a monthly panel made
 here (not by the churn generator) with the regression target in the same rows: `esteira
-init`, `check`, `up`, `enable`, the refresh, training and gate, `approve`, promotion, batch
-scoring and monitoring. Only the stack's home and ports differ from the README (free ports,
-so the test never meets a developer's stack). A second use case then reads the same panel
+init`, `check`, `up`, `enable`, the refresh, training and gate, `approve`, promotion, a
+prediction by key, batch scoring and monitoring. Only the stack's home and ports differ from
+the README (free ports, so the test never meets a developer's stack). A second use case then reads the same panel
 from the machine's PostgreSQL (`source.kind: sql`) and reaches a champion.
 """
 
@@ -137,6 +137,7 @@ def test_the_readme_walkthrough_reaches_a_monitored_champion(walkthrough):
     assert result.returncode == 0, text[-6000:]
     assert "ok: a first refresh would succeed" in text
     assert "approved wages__model_promotion run" in text
+    assert '"feature_ts": "2024-12-01T00:00:00"' in text  # esteira predict: by key, the latest month
     for dag in ("feature_refresh", "batch_inference", "drift_monitoring"):
         assert f"wages__{dag} run" in text and ": success" in text
 

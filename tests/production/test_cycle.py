@@ -43,3 +43,22 @@ def test_model_server_follows_the_champion_and_requires_its_key(cycle, usecase, 
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
+
+
+def test_a_request_by_key_is_served_from_the_topologys_redis(cycle, usecase, topology):
+    """The refresh's publish task (on a Celery worker) materialized the online store into the
+    topology's Redis; the model server fills a request carrying only the key from it."""
+    from esteira.config import get_settings
+    from esteira.features.online import RedisStore, open_store
+
+    store = open_store(get_settings(), usecase)
+    assert isinstance(store, RedisStore) and store.materialized_version() is not None
+    key = sorted(store.digests())[0]
+    body = json.dumps({"dataframe_records": [{usecase.entity: int(key)}]}).encode()
+    request = urllib.request.Request(f"{topology.model_server_url}/invocations", data=body, headers={
+        "Content-Type": "application/json", "X-API-Key": topology.model_server_api_key})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    (looked_up,) = answer["online"]
+    assert looked_up["key"] == key and looked_up["feature_ts"] == store.get_many([key])[0].feature_ts.isoformat()
+    assert len(answer["predictions"]) == 1

@@ -106,6 +106,9 @@ def client_env(topology: Topology) -> dict[str, str]:
         "ESTEIRA_AIRFLOW_URL": topology.airflow_url,
         "ESTEIRA_MODEL_SERVER_URL": topology.model_server_url,
         "ESTEIRA_MLFLOW_UI_URL": topology.tracking_uri,
+        # The online store in the topology's Redis database (its keys under esteira:<uc>:),
+        # shared by the workers that write it and the model server that reads it.
+        "ESTEIRA_ONLINE_STORE": topology.redis,
         **({"ESTEIRA_USECASES_DIR": str(topology.usecases_dir)} if topology.usecases_dir else {}),
     }
 

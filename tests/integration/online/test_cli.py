@@ -1,4 +1,5 @@
-"""`esteira features get <uc> <key>` prints what the online store holds for an entity."""
+"""`esteira features get <uc> <key>` prints what the online store holds for an entity;
+`esteira predict` says which model server did not answer (its answers: tests/e2e/test_onboarding.py)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,12 @@ def test_features_get_says_what_is_wrong(on_disk, settings, capsys):
     assert "no stored features for customer_id 123456789" in capsys.readouterr().err
     assert cli.main(["features", "get", "churn", "abc"]) == 2
     assert "'customer_id' must be an integer" in capsys.readouterr().err
+
+
+def test_predict_names_the_model_server_that_did_not_answer(on_disk, monkeypatch, capsys):
+    from esteira.stack import process
+
+    closed = f"http://127.0.0.1:{process.free_port()}"
+    monkeypatch.setenv("ESTEIRA_MODEL_SERVER_URL", closed)
+    assert cli.main(["predict", "churn", "10001"]) == 1
+    assert f"the model server at {closed} did not answer" in capsys.readouterr().err
