@@ -1,8 +1,9 @@
 """The online feature store: the latest feature row per entity, served by entity key.
 
 After a refresh, `materialize` writes each entity's latest feature row (by the feature
-timestamp) from the Delta feature table, read through the table seam at one version, into
-the online store, with that row's timestamp and the table version it was read at. It is
+timestamp, at or before the time of materialization) from the Delta feature table, read
+through the table seam at one version, into the online store, with that row's timestamp and
+the table version it was read at. It is
 incremental and idempotent: an entry is written only when its row differs from the stored
 one (a digest of the row), and an entity gone from the table is deleted; a rerun on the same
 version writes nothing. Two backends behind one interface, chosen by ``ESTEIRA_ONLINE_STORE``:
@@ -68,9 +69,12 @@ class OnlineStore(Protocol):
 
     def digests(self) -> dict[str, str]: ...
 
-    def write(self, puts: Sequence[Entry], deletes: Sequence[str], version: int) -> None: ...
+    def write(self, puts: Sequence[Entry], deletes: Sequence[str], version: int,
+              as_of: dt.datetime | None = None) -> None: ...
 
     def materialized_version(self) -> int | None: ...
+
+    def materialized_as_of(self) -> dt.datetime | None: ...
 
     def clear(self) -> None: ...
 
@@ -109,17 +113,28 @@ class SqliteStore:
     def digests(self) -> dict[str, str]:
         return dict(self._db().execute("SELECT key, digest FROM entries"))
 
-    def write(self, puts: Sequence[Entry], deletes: Sequence[str], version: int) -> None:
+    def write(self, puts: Sequence[Entry], deletes: Sequence[str], version: int,
+              as_of: dt.datetime | None = None) -> None:
         db = self._db()
         with _transaction(db):
             db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
                            [(e.key, e.digest, e.to_json()) for e in puts])
             db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in deletes])
             db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(version),))
+            if as_of is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('as_of', ?)", (as_of.isoformat(),))
 
     def materialized_version(self) -> int | None:
-        row = self._db().execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
-        return None if row is None else int(row[0])
+        value = self._meta("version")
+        return None if value is None else int(value)
+
+    def materialized_as_of(self) -> dt.datetime | None:
+        value = self._meta("as_of")
+        return None if value is None else dt.datetime.fromisoformat(value)
+
+    def _meta(self, name: str) -> str | None:
+        row = self._db().execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
 
     def clear(self) -> None:
         db = self._db()
@@ -161,7 +176,8 @@ class RedisStore:
         stored = self._call(self._client.hgetall, self._digests)
         return {k.decode(): v.decode() for k, v in stored.items()}
 
-    def write(self, puts: Sequence[Entry], deletes: Sequence[str], version: int) -> None:
+    def write(self, puts: Sequence[Entry], deletes: Sequence[str], version: int,
+              as_of: dt.datetime | None = None) -> None:
         pipe = self._client.pipeline(transaction=True)
         if puts:
             pipe.hset(self._entries, mapping={e.key: e.to_json() for e in puts})
@@ -170,11 +186,17 @@ class RedisStore:
             pipe.hdel(self._entries, *deletes)
             pipe.hdel(self._digests, *deletes)
         pipe.hset(self._meta, "version", version)
+        if as_of is not None:
+            pipe.hset(self._meta, "as_of", as_of.isoformat())
         self._call(pipe.execute)
 
     def materialized_version(self) -> int | None:
         value = self._call(self._client.hget, self._meta, "version")
         return None if value is None else int(value)
+
+    def materialized_as_of(self) -> dt.datetime | None:
+        value = self._call(self._client.hget, self._meta, "as_of")
+        return None if value is None else dt.datetime.fromisoformat(value.decode())
 
     def clear(self) -> None:
         self._call(self._client.delete, self._entries, self._digests, self._meta)
@@ -260,20 +282,23 @@ class Materialized:
 
 
 def materialize(uc: UseCase, settings: Settings, version: int | None = None,
-                skew_sample: int = 100) -> Materialized:
+                skew_sample: int = 100, now: dt.datetime | None = None) -> Materialized:
     """Bring the online store to the feature table's latest rows per entity at ``version``
-    (the latest when None), writing only the entries that changed; then read back a sample
-    of ``skew_sample`` entries and count those that differ from the table."""
+    (the latest when None) and at or before ``now`` (naive UTC; a row stamped later is not
+    served before its time, a later refresh materializes it), writing only the entries that
+    changed; then read back a sample of ``skew_sample`` entries and count those that differ
+    from the table."""
     store = open_store(settings, uc)
     uri = tables.table_uri(settings, uc, tables.FEATURES)
     version = tables.current_version(uri) if version is None else version
     if version is None:
         raise tables.TableNotFound(f"no Delta table at {uri}: refresh the features first")
-    expected = {e.key: e for e in _entries(uc, latest_rows(uc, uri, version), version)}
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    expected = {e.key: e for e in _entries(uc, latest_rows(uc, uri, version, now), version)}
     stored = store.digests()
     puts = [entry for key, entry in expected.items() if stored.get(key) != entry.digest]
     deletes = sorted(set(stored) - set(expected))
-    store.write(puts, deletes, version)
+    store.write(puts, deletes, version, now)
     digests = {key: entry.digest for key, entry in expected.items()}
     checked, mismatched = _skew(digests, set(stored) | set(expected), store, skew_sample, version)
     return Materialized(store.location, version, len(expected), len(puts), len(deletes),
@@ -292,14 +317,15 @@ class Skew:
 
 def check_skew(uc: UseCase, settings: Settings, sample: int = 1000, seed: int = 0) -> Skew:
     """Compare the values of a sample of entities (of the table and of the store) with the
-    table at the store's materialized version. Materialization writes only the entries whose
+    table at the store's materialized version and time. Materialization writes only the entries whose
     stored digest differs, so an entry damaged in the store is found here, not repaired there."""
     store = open_store(settings, uc)
     version = store.materialized_version()
     if version is None:
         raise OnlineStoreError(f"nothing was materialized into {store.location} yet")
     uri = tables.table_uri(settings, uc, tables.FEATURES)
-    expected = {e.key: e.digest for e in _entries(uc, latest_rows(uc, uri, version), version)}
+    rows = latest_rows(uc, uri, version, store.materialized_as_of())
+    expected = {e.key: e.digest for e in _entries(uc, rows, version)}
     checked, mismatched = _skew(expected, set(expected) | set(store.digests()), store, sample, seed)
     return Skew(version, len(checked), mismatched)
 
@@ -315,15 +341,18 @@ def _skew(expected: dict[str, str], keys: set[str], store: OnlineStore, sample: 
     return picked, [k for k in picked if expected.get(k) != held.get(k)]
 
 
-def latest_rows(uc: UseCase, uri: str, version: int):
-    """Each entity's row with the latest feature timestamp, at ``version`` (streamed: memory
-    holds one batch plus one row per entity)."""
+def latest_rows(uc: UseCase, uri: str, version: int, at: dt.datetime | None = None):
+    """Each entity's row with the latest feature timestamp (at or before ``at`` when given),
+    at ``version`` (streamed: memory holds one batch plus one row per entity)."""
     import pandas as pd
 
     columns = [uc.entity, uc.timestamp, *uc.feature_names]
     latest = None
     for batch in tables.iter_batches(uri, columns, version):
-        frames = [batch.to_pandas()] if latest is None else [latest, batch.to_pandas()]
+        rows = batch.to_pandas()
+        if at is not None:
+            rows = rows[rows[uc.timestamp] <= at]
+        frames = [rows] if latest is None else [latest, rows]
         joined = pd.concat(frames, ignore_index=True)
         latest = joined.sort_values(uc.timestamp, kind="stable").drop_duplicates(uc.entity, keep="last")
     if latest is None:

@@ -160,3 +160,21 @@ def test_monitoring_records_how_many_online_entries_differ_from_the_table(mlflow
     row = read_history(settings, judged).iloc[-1]
     assert (row["online_skew_checked"], row["online_skew_mismatched"]) == (skew.checked, 1)
     assert MlflowClient(mlflow_server).get_run(outcome.report.run_id).data.metrics["online_skew_mismatched"] == 1.0
+
+
+def test_a_row_stamped_after_now_is_not_served_before_its_time(churn, settings):
+    refresh_and_publish(churn, _FIRST, run_id="first")
+    store = open_store(settings, churn)
+    key = sorted(store.digests())[0]
+    current = store.get_many([key])[0]
+    uri = tables.table_uri(settings, churn, tables.FEATURES)
+    row = _features(churn, settings).query(f"{churn.entity} == {int(key)}").tail(1)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    future = row.assign(**{churn.timestamp: now + _DAY, "monthly_charges": 99.5})
+    tables.merge(uri, future, [churn.entity, churn.timestamp], _schema(churn), _info(churn))
+
+    assert materialize(churn, settings, now=now).written == 0  # the lookup now: the same row
+    assert store.get_many([key])[0] == current and check_skew(churn, settings).mismatched == []
+    later = materialize(churn, settings, now=now + 2 * _DAY)  # a later refresh: its time came
+    assert later.written == 1 and store.get_many([key])[0].features["monthly_charges"] == 99.5
+    assert check_skew(churn, settings).mismatched == []
