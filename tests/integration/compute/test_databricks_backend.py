@@ -18,8 +18,7 @@ import pytest
 from esteira.compute.databricks import DatabricksBackend, DatabricksConfig
 from esteira.compute.job import StepJob
 from esteira.compute.local import LocalBackend
-
-from .conftest import REPO, cluster_env, small_churn
+from tests.databricks_emulator.service import REPO, cluster_env, small_churn
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

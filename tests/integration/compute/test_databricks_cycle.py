@@ -11,8 +11,14 @@ import pytest
 import yaml
 
 from esteira.databricks import deploy, workspace
+from tests.databricks_emulator.service import (
+    UC_SCHEMA,
+    VOLUME,
+    WAREHOUSE_ID,
+    cluster_env,
+    small_churn,
+)
 
-from .conftest import UC_SCHEMA, VOLUME, WAREHOUSE_ID, cluster_env, small_churn
 from .test_databricks_backend import CANDIDATES, INTERVAL, _dag, _xcoms
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +48,7 @@ def cycle(tmp_path_factory, mlflow_server, emulator, airflow_db):
         env.setenv("ESTEIRA_MODEL_SERVER_URL", "off")  # the endpoint is the deploy target
         deployed = deploy.deploy(workspace.client(), VOLUME, wheel, [path])
         # The emulated cluster has no /Volumes mount: its environment names the store's copy.
-        on_cluster = emulator.workdir / "files" / deployed.usecases_dir.lstrip("/")
+        on_cluster = emulator.on_cluster(deployed.usecases_dir)
         for key, value in cluster_env(home, on_cluster, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
             env.setenv(key, value)
         generate_landing(uc, get_settings().landing_dir / uc.source.landing)

@@ -10,8 +10,7 @@ import pytest
 
 from esteira.config import ConfigError
 from esteira.databricks import deploy, workspace
-
-from .conftest import REPO, VOLUME
+from tests.databricks_emulator.service import REPO, VOLUME
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +110,7 @@ def test_a_run_executes_the_deployed_job_file(emulator, wheel, tmp_path, monkeyp
     from esteira.compute.job import StepJob
     from esteira.config import get_settings, load_usecase
     from esteira.features.generator import generate_landing
-
-    from .conftest import cluster_env, small_churn
+    from tests.databricks_emulator.service import cluster_env, small_churn
 
     usecases = tmp_path / "usecases"
     uc = load_usecase(small_churn(usecases, entities=100))
@@ -121,7 +119,7 @@ def test_a_run_executes_the_deployed_job_file(emulator, wheel, tmp_path, monkeyp
     generate_landing(uc, get_settings().landing_dir / uc.source.landing)
     deployed = deploy.deploy(workspace.client(), VOLUME, wheel, [usecases / "churn.yaml"])
     # The emulated cluster has no /Volumes mount: its environment names the store's copy.
-    on_cluster = emulator.workdir / "files" / deployed.usecases_dir.lstrip("/")
+    on_cluster = emulator.on_cluster(deployed.usecases_dir)
     for key, value in cluster_env(home, on_cluster, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
         monkeypatch.setenv(key, value)
     job = StepJob("feature_refresh", "churn", {"params": {"interval_start": "2026-01-01", "interval_end": "2026-01-08"},

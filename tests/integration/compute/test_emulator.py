@@ -8,8 +8,7 @@ import pytest
 import requests
 
 from esteira.stack import process
-
-from .conftest import TOKEN
+from tests.databricks_emulator.service import TOKEN
 
 pytestmark = pytest.mark.integration
 

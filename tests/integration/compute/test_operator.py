@@ -24,8 +24,7 @@ from esteira.compute.databricks import StepFailed
 from esteira.config import load_usecase
 from esteira.features.generator import generate_landing
 from esteira.orchestration.operator import STATE_KEY, EsteiraStepOperator
-
-from .conftest import cluster_env, small_churn
+from tests.databricks_emulator.service import cluster_env, small_churn
 
 pytestmark = pytest.mark.integration
 

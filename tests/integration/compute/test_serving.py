@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from esteira.databricks import serving, workspace
-
-from .conftest import small_churn
+from tests.databricks_emulator.service import small_churn
 
 pytestmark = pytest.mark.integration
 

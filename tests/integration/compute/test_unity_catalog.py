@@ -13,8 +13,7 @@ import yaml
 from esteira.config import ConfigError
 from esteira.databricks import unity_catalog
 from esteira.stages.window import RunWindow
-
-from .conftest import UC_SCHEMA, WAREHOUSE_ID, small_churn
+from tests.databricks_emulator.service import UC_SCHEMA, WAREHOUSE_ID, small_churn
 
 pytestmark = pytest.mark.integration
 
