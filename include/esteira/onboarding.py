@@ -411,7 +411,26 @@ def check_usecase(uc: UseCase, settings: Settings, sample_rows: int = _SAMPLE_RO
     if labelled < MIN_TRAINING_ROWS:
         report.problem(f"training window holds {labelled} labelled rows (need {MIN_TRAINING_ROWS}): "
                        "widen training.window or add data")
+    if uc.online is not None:
+        report.say(_online_line(uc, frame))
     return report
+
+
+def _online_line(uc: UseCase, frame: Any) -> str:
+    """What the online store would hold after a refresh of the sample, and how many of its
+    entities a request now would find stale (``online.max_age``)."""
+    import pandas as pd
+
+    from esteira.features.online import stale_rows
+
+    latest = frame.groupby(uc.entity)[uc.timestamp].max()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    stale = int(stale_rows(uc, latest, pd.Series(now, index=latest.index)).sum()) if len(latest) else 0
+    done = {"refuse": "refused", "flag": "flagged"}[uc.online.stale]
+    rule = (f"max_age {uc.online.max_age}: {stale} stale now, {done} by the model server"
+            if uc.online.max_age else "no max_age: never stale")
+    return (f"online store: the latest row of each {uc.entity} ({len(latest)} in the sample), "
+            f"newest {latest.max():%Y-%m-%d %H:%M}; {rule}")
 
 
 def _reason(text: str) -> str:

@@ -177,6 +177,20 @@ def period_start(stamps: pd.Series, grain: Grain) -> pd.Series:
     return pd.Series(values.astype("datetime64[us]"), index=stamps.index)
 
 
+def period_floor(when: dt.datetime, grain: Grain) -> dt.datetime:
+    """The start of ``when``'s period (`period_start` of one stamp; weeks start on Monday)."""
+    if grain == "event":
+        return when
+    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    if grain == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if grain == "month":
+        return day.replace(day=1)
+    if grain == "year":
+        return day.replace(month=1, day=1)
+    return day
+
+
 def shift_back(when: dt.datetime, window: str, grain: Grain) -> dt.datetime | None:
     """``when`` minus ``window`` (periods counted in the grain); None for event windows,
     which have no bound in time."""

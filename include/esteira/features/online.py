@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from esteira import tables
 from esteira.config import Settings
-from esteira.features.definitions import shift_back
+from esteira.features.definitions import parse_window, period_floor, shift_back
 from esteira.usecase import UseCase
 
 
@@ -249,10 +249,16 @@ def entity_key(uc: UseCase, value: Any) -> str:
 
 
 def is_stale(uc: UseCase, feature_ts: dt.datetime, at: dt.datetime) -> bool:
-    """The freshness rule: older than ``online.max_age`` before ``at`` (never without one)."""
+    """The freshness rule: older than ``online.max_age`` before ``at`` (never without one).
+
+    An age in periods counts whole periods of the grain: ``at`` is floored to its period
+    first, so with ``max_age: 1 period`` at a monthly grain, on any day of March February's
+    row (stamped February 1) is fresh and January's is stale."""
     max_age = uc.online.max_age if uc.online is not None else None
     if max_age is None:
         return False
+    if parse_window(max_age).unit == "periods":
+        at = period_floor(at, uc.grain)
     oldest = shift_back(at, max_age, uc.grain)
     return oldest is not None and feature_ts < oldest
 

@@ -34,6 +34,8 @@ def test_init_infers_the_schema_grain_and_problem_and_check_passes(settings, pan
     out = capsys.readouterr().out
     assert "periods (grain month): 24, from 2024-01-01 to 2025-12-01" in out
     assert "feature wage_prev (lag, 1 periods): 96% present" in out
+    assert uc.online is not None and uc.online.max_age is None  # served by key; REVIEW max_age
+    assert "online store: the latest row of each person_id (" in out and "no max_age: never stale" in out
     assert not settings.data_dir.exists() or not any(settings.data_dir.iterdir())  # nothing written
 
 

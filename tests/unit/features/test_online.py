@@ -28,10 +28,17 @@ def test_features_older_than_max_age_are_stale(churn_uc):
     assert not is_stale(churn_uc.model_copy(update={"online": OnlineSpec()}), dt.datetime(2000, 1, 1), _AT)
 
 
-def test_max_age_in_periods_counts_the_grain(churn_uc):
+def test_max_age_in_periods_counts_whole_periods_of_the_grain(churn_uc):
     monthly = churn_uc.model_copy(update={"grain": "month", "online": OnlineSpec(max_age="1 period")})
-    assert not is_stale(monthly, dt.datetime(2026, 2, 1, 12), _AT)  # the previous month's start
-    assert is_stale(monthly, dt.datetime(2026, 2, 1, 11), _AT)
+    assert not is_stale(monthly, dt.datetime(2026, 2, 1), _AT)  # February's row, any day of March
+    assert not is_stale(monthly, dt.datetime(2026, 2, 1), dt.datetime(2026, 3, 31, 23))
+    assert is_stale(monthly, dt.datetime(2026, 1, 1), dt.datetime(2026, 3, 1))
+    daily = churn_uc.model_copy(update={"grain": "day", "online": OnlineSpec(max_age="3 periods")})
+    assert not is_stale(daily, dt.datetime(2026, 3, 7), _AT)  # 3 days before the 10th
+    assert is_stale(daily, dt.datetime(2026, 3, 6), _AT)
+    weekly = churn_uc.model_copy(update={"grain": "week", "online": OnlineSpec(max_age="1 period")})
+    assert not is_stale(weekly, dt.datetime(2026, 3, 2), _AT)  # the 10th is in the week of the 9th
+    assert is_stale(weekly, dt.datetime(2026, 2, 23), _AT)
 
 
 def test_the_online_section_is_checked_on_load():
