@@ -277,6 +277,7 @@ def _demo(args) -> int:
 
 
 def _databricks_deploy(args) -> int:
+    import os
     import shlex
     import tempfile
     from pathlib import Path
@@ -290,9 +291,12 @@ def _databricks_deploy(args) -> int:
     for path in result.uploaded:
         print(f"uploaded {path}", file=sys.stderr)
     print(f"{len(result.uploaded)} uploaded, {len(result.skipped)} unchanged", file=sys.stderr)
-    print("# on the Airflow workers; ESTEIRA_USECASES_DIR also in the cluster's spark_env_vars")
-    for key, value in result.settings().items():
+    cluster_json = os.environ.get("ESTEIRA_DATABRICKS_CLUSTER_JSON")
+    print("# on the Airflow workers (scheduler, triggerer and dag-processor too)")
+    for key, value in result.settings(cluster_json).items():
         print(f"export {key}={shlex.quote(value)}")
+    if not cluster_json:  # an existing cluster, or a new_cluster spec still to write
+        print(f"# in the cluster's environment (spark_env_vars), not the workers': {json.dumps(result.cluster_env())}")
     return 0
 
 

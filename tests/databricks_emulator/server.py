@@ -31,7 +31,9 @@ volumes the emulator is told exist (``--volume catalog.schema.volume``), stored 
   ``ALREADY_EXISTS``. A path outside a known volume: 404 ``NOT_FOUND``.
 - ``HEAD /api/2.0/fs/files{path}``: 200 with ``Content-Length``, ``Content-Type`` and
   ``Last-Modified``, or 404 with no body. ``GET`` returns the bytes.
-- A ``spark_python_task`` whose ``python_file`` is under ``/Volumes/`` runs the uploaded copy.
+- A ``spark_python_task`` whose ``python_file`` is under ``/Volumes/`` runs the uploaded copy,
+  and a ``spark_env_vars`` value under ``/Volumes/`` names the uploaded copy, as a cluster's
+  ``/Volumes`` mount would.
 
 SQL Statement Execution API 2.0 (https://docs.databricks.com/api/workspace/statementexecution)
 on the warehouse ``--warehouse-id``: ``POST /api/2.0/sql/statements`` (``wait_timeout`` "0s"
@@ -267,7 +269,10 @@ class Emulator:
                 task.state_message = f"Cannot read the python file {python_file}: no such file"
                 task.end_time = _now_ms()
                 return
-            env = {**os.environ, **(task.spec.get("new_cluster") or {}).get("spark_env_vars", {})}
+            # A cluster sees volumes as a /Volumes mount; here that is the Files API's folder.
+            spark_env = (task.spec.get("new_cluster") or {}).get("spark_env_vars", {})
+            env = {**os.environ, **{key: str(self.files.local(str(value))) if str(value).startswith("/Volumes/")
+                                    else str(value) for key, value in spark_env.items()}}
             task.process = subprocess.Popen(
                 [sys.executable, str(python_file), *[str(p) for p in spec.get("parameters", [])]],
                 cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

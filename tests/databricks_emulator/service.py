@@ -46,10 +46,6 @@ class Emulator:
         """The Unity Catalog tables the emulator's warehouse holds, by full name."""
         return self._get("/emulator/tables")
 
-    def on_cluster(self, volume_path: str) -> Path:
-        """Where the emulated cluster finds a volume path (it has no ``/Volumes`` mount)."""
-        return self.workdir / "files" / volume_path.lstrip("/")
-
     def _get(self, path: str):
         with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as response:
             return json.loads(response.read())
@@ -91,12 +87,15 @@ def small_churn(usecases_dir: Path, entities: int = 300) -> Path:
     return path
 
 
-def cluster_env(home: Path, usecases_dir: Path, environ: Mapping[str, str] | None = None,
+def cluster_env(home: Path, usecases_dir: Path | str | None, environ: Mapping[str, str] | None = None,
                 **extra: str) -> dict[str, str]:
     """ESTEIRA_DATABRICKS_* settings: a new cluster whose environment names the stores (the
-    home, the use cases, and the MLflow settings of ``environ``, default this process's)."""
+    home, the use cases unless None, and the MLflow settings of ``environ``, default this
+    process's). A ``/Volumes/...`` path is the emulator's copy of that volume file."""
     environ = os.environ if environ is None else environ
-    spark_env = {"ESTEIRA_HOME": str(home), "ESTEIRA_USECASES_DIR": str(usecases_dir)}
+    spark_env = {"ESTEIRA_HOME": str(home)}
+    if usecases_dir is not None:
+        spark_env["ESTEIRA_USECASES_DIR"] = str(usecases_dir)
     spark_env |= {key: environ[key] for key in _MLFLOW_ENV if environ.get(key)}
     cluster = {"spark_version": "15.4.x-scala2.12", "node_type_id": "Standard_DS3_v2", "num_workers": 0,
                "spark_env_vars": spark_env}

@@ -55,13 +55,13 @@ def databricks_stack():
     (home / "databricks").mkdir()
     with service.running(home / "databricks", env=mlflow) as emulator:
         env |= {"ESTEIRA_USECASES_DIR": str(path.parent), "AIRFLOW_CONN_DATABRICKS_DEFAULT": emulator.connection_uri}
+        # The cluster spec without the use cases: deploy adds where it put them.
+        env |= service.cluster_env(home, None, environ=mlflow)
         shipped = esteira(env, "databricks", "deploy", "--volume", service.VOLUME)
         assert shipped.returncode == 0, shipped.stdout + shipped.stderr
         printed = _exported(shipped.stdout)
-        # The emulated cluster has no /Volumes mount: its environment names the store's copy.
-        on_cluster = emulator.on_cluster(printed["ESTEIRA_USECASES_DIR"])
-        env |= service.cluster_env(home, on_cluster, environ=mlflow)
-        env |= {key: printed[key] for key in ("ESTEIRA_DATABRICKS_LIBRARIES_JSON", "ESTEIRA_DATABRICKS_JOBS_PATH")}
+        env |= printed
+        # The endpoint is the only deploy target: no Esteira model server.
         env |= {"ESTEIRA_DATABRICKS_WAREHOUSE_ID": service.WAREHOUSE_ID,
                 "ESTEIRA_MODEL_SERVER_URL": "off", "ESTEIRA_SERVE_USECASE": ""}
         try:
@@ -72,8 +72,7 @@ def databricks_stack():
                     patch.setenv(key, value)
                 from esteira.config import get_settings
 
-                yield {"emulator": emulator, "settings": get_settings(), "printed": printed,
-                       "deploy_output": shipped.stdout + shipped.stderr}
+                yield {"emulator": emulator, "settings": get_settings(), "printed": printed}
         finally:
             esteira(env, "down")
 
@@ -113,8 +112,13 @@ def test_each_task_succeeded_or_skipped_at_its_first_try(cycle):
 
 
 def test_refresh_and_training_ran_as_databricks_runs_of_the_deployed_jobs(cycle):
-    jobs_path = cycle["printed"]["ESTEIRA_DATABRICKS_JOBS_PATH"]
+    printed = cycle["printed"]
+    assert set(printed) == {"ESTEIRA_DATABRICKS_LIBRARIES_JSON", "ESTEIRA_DATABRICKS_JOBS_PATH",
+                            "ESTEIRA_DATABRICKS_CLUSTER_JSON"}
+    jobs_path, cluster = printed["ESTEIRA_DATABRICKS_JOBS_PATH"], json.loads(printed["ESTEIRA_DATABRICKS_CLUSTER_JSON"])
+    usecases = cluster["spark_env_vars"]["ESTEIRA_USECASES_DIR"]
     assert jobs_path.startswith(f"{service.VOLUME}/esteira/jobs/")
+    assert usecases.startswith(f"{service.VOLUME}/esteira/usecases/")
     tasks = [submit["params"]["tasks"][0] for submit in cycle["submits"]]
     files = [task["spark_python_task"]["python_file"] for task in tasks]
     assert {f"{jobs_path}/feature_refresh.py", f"{jobs_path}/train_candidate.py"} <= set(files), files
@@ -122,6 +126,7 @@ def test_refresh_and_training_ran_as_databricks_runs_of_the_deployed_jobs(cycle)
     assert files.count(f"{jobs_path}/train_candidate.py") >= len(CANDIDATES)
     wheel = json.loads(cycle["printed"]["ESTEIRA_DATABRICKS_LIBRARIES_JSON"])
     assert all(task["libraries"] == wheel for task in tasks)
+    assert all(task["new_cluster"]["spark_env_vars"]["ESTEIRA_USECASES_DIR"] == usecases for task in tasks)
     refreshed = cycle["belt"].xcom(cycle["refresh"], "refresh_features")
     assert refreshed["rows_written"] > 0
 

@@ -45,13 +45,31 @@ class Deployment:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
-    def settings(self) -> dict[str, str]:
-        """The settings the runs need (ESTEIRA_USECASES_DIR goes in the cluster's spark_env_vars)."""
-        return {
+    def settings(self, cluster_json: str | None = None) -> dict[str, str]:
+        """The settings of the Airflow workers that make the runs use this deploy.
+
+        Given the workers' ESTEIRA_DATABRICKS_CLUSTER_JSON, it comes back with
+        :meth:`cluster_env` added to its ``spark_env_vars``. ESTEIRA_USECASES_DIR itself is
+        never one of these: on the workers it must stay the folder their DAG files read.
+        """
+        settings = {
             "ESTEIRA_DATABRICKS_LIBRARIES_JSON": json.dumps([{"whl": self.wheel}]),
             "ESTEIRA_DATABRICKS_JOBS_PATH": self.jobs_path,
-            "ESTEIRA_USECASES_DIR": self.usecases_dir,
         }
+        if cluster_json:
+            try:
+                cluster = json.loads(cluster_json)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable ESTEIRA_DATABRICKS_CLUSTER_JSON is not valid JSON: {exc}") from None
+            if not isinstance(cluster, dict):
+                raise ConfigError("environment variable ESTEIRA_DATABRICKS_CLUSTER_JSON must hold a JSON object")
+            cluster["spark_env_vars"] = {**(cluster.get("spark_env_vars") or {}), **self.cluster_env()}
+            settings["ESTEIRA_DATABRICKS_CLUSTER_JSON"] = json.dumps(cluster)
+        return settings
+
+    def cluster_env(self) -> dict[str, str]:
+        """What the cluster's environment needs: where the deployed use-case files are."""
+        return {"ESTEIRA_USECASES_DIR": self.usecases_dir}
 
 
 def volume_root(path: str) -> str:

@@ -47,9 +47,7 @@ def cycle(tmp_path_factory, mlflow_server, emulator, airflow_db):
         env.setenv("ESTEIRA_DATABRICKS_WAREHOUSE_ID", WAREHOUSE_ID)
         env.setenv("ESTEIRA_MODEL_SERVER_URL", "off")  # the endpoint is the deploy target
         deployed = deploy.deploy(workspace.client(), VOLUME, wheel, [path])
-        # The emulated cluster has no /Volumes mount: its environment names the store's copy.
-        on_cluster = emulator.on_cluster(deployed.usecases_dir)
-        for key, value in cluster_env(home, on_cluster, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
+        for key, value in cluster_env(home, deployed.usecases_dir, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
             env.setenv(key, value)
         generate_landing(uc, get_settings().landing_dir / uc.source.landing)
         submits_before = len(emulator.requests("/runs/submit"))

@@ -101,6 +101,27 @@ def test_the_command_prints_the_settings_of_the_deploy(emulator, wheel, tmp_path
     wheel_path = f"{VOLUME}/esteira/wheels/{deploy.wheel_digest(wheel)}/{wheel.name}"
     assert f"export ESTEIRA_DATABRICKS_LIBRARIES_JSON='[{{\"whl\": \"{wheel_path}\"}}]'" in out
     assert f"export ESTEIRA_DATABRICKS_JOBS_PATH={VOLUME}/esteira/jobs/" in out
+    # The workers keep the use-case folder their DAG files read; the cluster gets the deployed one.
+    assert "export ESTEIRA_USECASES_DIR" not in out
+    assert f"spark_env_vars), not the workers': {{\"ESTEIRA_USECASES_DIR\": \"{VOLUME}/esteira/usecases/" in out
+
+
+def test_the_command_adds_the_deployed_use_cases_to_the_workers_cluster_spec(emulator, wheel, tmp_path,
+                                                                             monkeypatch, capsys):
+    import shlex
+
+    from esteira import cli
+
+    monkeypatch.setenv("ESTEIRA_USECASES_DIR", str(_usecases(tmp_path)[0].parent))
+    spec = {"spark_version": "15.4.x-scala2.12", "policy_id": "p-1", "spark_env_vars": {"ESTEIRA_HOME": "/x"}}
+    monkeypatch.setenv("ESTEIRA_DATABRICKS_CLUSTER_JSON", json.dumps(spec))
+    assert cli.main(["databricks", "deploy", "--volume", VOLUME, "--wheel", str(wheel)]) == 0
+    exported = dict(shlex.split(line)[1].split("=", 1) for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("export "))
+    cluster = json.loads(exported["ESTEIRA_DATABRICKS_CLUSTER_JSON"])
+    usecases = cluster["spark_env_vars"].pop("ESTEIRA_USECASES_DIR")
+    assert cluster == spec and usecases.startswith(f"{VOLUME}/esteira/usecases/")
+    assert "ESTEIRA_USECASES_DIR" not in exported
 
 
 def test_a_run_executes_the_deployed_job_file(emulator, wheel, tmp_path, monkeypatch):
@@ -118,9 +139,7 @@ def test_a_run_executes_the_deployed_job_file(emulator, wheel, tmp_path, monkeyp
     monkeypatch.setenv("ESTEIRA_HOME", str(home))
     generate_landing(uc, get_settings().landing_dir / uc.source.landing)
     deployed = deploy.deploy(workspace.client(), VOLUME, wheel, [usecases / "churn.yaml"])
-    # The emulated cluster has no /Volumes mount: its environment names the store's copy.
-    on_cluster = emulator.on_cluster(deployed.usecases_dir)
-    for key, value in cluster_env(home, on_cluster, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
+    for key, value in cluster_env(home, deployed.usecases_dir, ESTEIRA_DATABRICKS_JOBS_PATH=deployed.jobs_path).items():
         monkeypatch.setenv(key, value)
     job = StepJob("feature_refresh", "churn", {"params": {"interval_start": "2026-01-01", "interval_end": "2026-01-08"},
                                                "airflow": {"run_id": "deployed"}})
