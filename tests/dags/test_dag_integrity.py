@@ -32,7 +32,7 @@ EXPECTED_TASKS = {
         "deploy_champion",
     },
     "model_rollback": {"rollback_champion", "deploy_champion"},
-    "batch_inference": {"score_batch"},
+    "batch_inference": {"score_batch", "publish_predictions"},
     "drift_monitoring": {"monitor_window", "request_retraining"},
 }
 

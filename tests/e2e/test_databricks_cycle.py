@@ -2,8 +2,9 @@
 (tests/databricks_emulator; not a workspace): the code shipped to a volume by `esteira
 databricks deploy`, the embedded stack started with what it printed, the refresh and the
 training as Databricks runs of the deployed jobs, the feature tables registered in Unity
-Catalog, and the champion served by a Model Serving endpoint (ESTEIRA_MODEL_SERVER_URL=off:
-the endpoint is the only deploy target)."""
+Catalog, the champion served by a Model Serving endpoint (ESTEIRA_MODEL_SERVER_URL=off:
+the endpoint is the only deploy target), the champion's batch scoring as a Databricks run with
+the predictions table in Unity Catalog, and a monitoring window whose table is there too."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ CANDIDATES = [
     {"family": "logistic_regression", "params": {"C": [1.0]}},
     {"family": "random_forest", "params": {"n_estimators": [20], "max_depth": [5]}},
 ]
-STAGES = ("feature_refresh", "model_training", "model_promotion")
+STAGES = ("feature_refresh", "model_training", "model_promotion", "batch_inference", "drift_monitoring")
+MONITORED = {"interval_start": "2026-02-27", "interval_end": "2026-02-28"}
 
 
 def _exported(output: str) -> dict[str, str]:
@@ -48,7 +50,7 @@ def databricks_stack():
     data = yaml.safe_load(path.read_text())
     data["training"]["candidates"] = CANDIDATES
     data["registry"]["require_approval"] = False
-    data["compute"] = {"feature_refresh": "databricks", "training": "databricks"}
+    data["compute"] = {"feature_refresh": "databricks", "training": "databricks", "batch_inference": "databricks"}
     data["tables"] = {"catalog": service.UC_SCHEMA[0], "schema": service.UC_SCHEMA[1]}
     data["databricks_serving"] = {"endpoint": ENDPOINT, "timeout_minutes": 2}
     path.write_text(yaml.safe_dump(data))
@@ -79,7 +81,8 @@ def databricks_stack():
 
 @pytest.fixture(scope="module")
 def cycle(databricks_stack):
-    """Refresh an interval, then the training and promotion its events start, each to success."""
+    """Refresh an interval, then the training, promotion and batch scoring its events start,
+    each to success; then one monitoring window."""
     from esteira.config import get_usecase
     from esteira.demo import Belt
     from esteira.features.generator import generate_landing
@@ -93,25 +96,28 @@ def cycle(databricks_stack):
     for stage in STAGES:
         client.wait_for_dag(belt.dag(stage))
         client.unpause(belt.dag(stage))
-    seen = {stage: belt.known_runs(stage) for stage in ("model_training", "model_promotion")}
+    seen = {stage: belt.known_runs(stage) for stage in ("model_training", "model_promotion", "batch_inference")}
     refresh = belt.run("feature_refresh", INTERVAL)
     training = belt.follow("model_training", seen["model_training"])
     challenger = belt.xcom(training, "register_challenger")
     assert challenger, "the gate rejected the first model"
     promotion = belt.follow("model_promotion", seen["model_promotion"], approve=uc.registry.require_approval)
+    scoring = belt.follow("batch_inference", seen["batch_inference"])  # started by the champion event
+    monitoring = belt.run("drift_monitoring", MONITORED)
     return {"uc": uc, "belt": belt, "refresh": refresh, "training": training, "promotion": promotion,
-            "challenger": challenger, "submits": emulator.requests("/runs/submit"), **databricks_stack}
+            "scoring": scoring, "monitoring": monitoring, "challenger": challenger,
+            "submits": emulator.requests("/runs/submit"), **databricks_stack}
 
 
 def test_each_task_succeeded_or_skipped_at_its_first_try(cycle):
     """Retries would hide a Databricks path that fails under the scheduler and then recovers."""
-    for run in (cycle["refresh"], cycle["training"], cycle["promotion"]):
+    for run in (cycle["refresh"], cycle["training"], cycle["promotion"], cycle["scoring"], cycle["monitoring"]):
         tries = {(t["task_id"], t["map_index"]): (t["state"], t["try_number"]) for t in run.tasks}
         assert all((state, tried) in {("success", 1), ("skipped", 0), ("skipped", 1)}
                    for state, tried in tries.values()), (run.dag_id, tries)
 
 
-def test_refresh_and_training_ran_as_databricks_runs_of_the_deployed_jobs(cycle):
+def test_refresh_training_and_scoring_ran_as_databricks_runs_of_the_deployed_jobs(cycle):
     printed = cycle["printed"]
     assert set(printed) == {"ESTEIRA_DATABRICKS_LIBRARIES_JSON", "ESTEIRA_DATABRICKS_JOBS_PATH",
                             "ESTEIRA_DATABRICKS_CLUSTER_JSON"}
@@ -121,7 +127,7 @@ def test_refresh_and_training_ran_as_databricks_runs_of_the_deployed_jobs(cycle)
     assert usecases.startswith(f"{service.VOLUME}/esteira/usecases/")
     tasks = [submit["params"]["tasks"][0] for submit in cycle["submits"]]
     files = [task["spark_python_task"]["python_file"] for task in tasks]
-    assert {f"{jobs_path}/feature_refresh.py", f"{jobs_path}/train_candidate.py"} <= set(files), files
+    assert {f"{jobs_path}/{step}.py" for step in ("feature_refresh", "train_candidate", "batch_inference")} <= set(files)
     assert all(f.startswith(jobs_path + "/") for f in files), files
     assert files.count(f"{jobs_path}/train_candidate.py") >= len(CANDIDATES)
     wheel = json.loads(cycle["printed"]["ESTEIRA_DATABRICKS_LIBRARIES_JSON"])
@@ -159,3 +165,15 @@ def test_the_champion_moved_and_the_serving_endpoint_answers_with_it(cycle):
     assert answer.status_code == 200, answer.text[:500]
     predictions = answer.json()["predictions"]
     assert len(predictions) == len(example["dataframe_split"]["data"]) and set(predictions) <= {0, 1}
+
+
+def test_predictions_and_monitoring_are_in_unity_catalog(cycle):
+    scored = cycle["belt"].xcom(cycle["scoring"], "score_batch")
+    assert scored["rows"] > 0 and scored["model_version"] == str(cycle["challenger"]["version"])
+    published = cycle["belt"].xcom(cycle["scoring"], "publish_predictions")
+    assert published["unity_catalog"] == ["main.esteira.churn_predictions"]
+    monitored = cycle["belt"].xcom(cycle["monitoring"], "monitor_window")
+    assert monitored["unity_catalog"] == ["main.esteira.churn_monitoring"]
+    registered = cycle["emulator"].tables()
+    assert registered["main.esteira.churn_predictions"]["location"] == scored["table_uri"]
+    assert "main.esteira.churn_monitoring" in registered

@@ -12,7 +12,8 @@ from esteira.usecase import UseCase
 BACKENDS = ("local", "databricks")
 
 # step (entry point in esteira.jobs) -> its key under `compute:` in the use-case YAML
-STEP_COMPUTE_KEY = {"feature_refresh": "feature_refresh", "train_candidate": "training"}
+STEP_COMPUTE_KEY = {"feature_refresh": "feature_refresh", "train_candidate": "training",
+                    "batch_inference": "batch_inference"}
 
 
 class ComputeBackend(Protocol):

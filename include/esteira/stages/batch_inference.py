@@ -1,4 +1,5 @@
-"""The batch-inference DAG's step: score a window of feature rows with the champion."""
+"""The batch-inference DAG's steps: score a window of feature rows with the champion (in the
+worker or on Databricks), then register the predictions table in Unity Catalog."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ log = logging.getLogger("esteira.serving")
 
 def score(uc: UseCase, window: RunWindow | None, run_id: str) -> StageResult:
     """Score ``window`` (None: the newest ``monitoring.window_days`` days of the feature
-    table); NothingToDo when there is no champion or no feature row yet. With ``tables:``
-    the predictions table is then registered in Unity Catalog (in the worker)."""
+    table); NothingToDo when there is no champion or no feature row yet. Runs in the worker
+    or as a Databricks run of `esteira.jobs.batch_inference`."""
     from esteira import tables
     from esteira.config import get_settings
     from esteira.serving.batch import NoChampionError, score_batch
@@ -30,8 +31,15 @@ def score(uc: UseCase, window: RunWindow | None, run_id: str) -> StageResult:
     except (NoChampionError, NoDataYet) as nothing:
         return NothingToDo(str(nothing))
     log.info("scored %s: %s", window, result)
-    if uc.tables is not None and result["version"] is not None:
-        from esteira.databricks.unity_catalog import register_written
-
-        result = {**result, "unity_catalog": register_written(uc, [result["table_uri"]])}
     return {**result, "start": window.start.isoformat(), "end": window.end.isoformat()}
+
+
+def register_tables(uc: UseCase, reference: dict) -> dict:
+    """When the use case declares ``tables:``, create or bring current the predictions
+    table in Unity Catalog (in the Airflow worker, which holds the Databricks connection,
+    wherever the scoring ran); the reference then names it."""
+    if uc.tables is None or reference["version"] is None:
+        return reference
+    from esteira.databricks.unity_catalog import register_written
+
+    return {**reference, "unity_catalog": register_written(uc, [reference["table_uri"]])}
