@@ -131,6 +131,9 @@ def _predict(args) -> int:
 
     settings = get_settings()
     uc = get_usecase(args.usecase, settings)
+    if settings.model_server_url == "off":
+        print("esteira: ESTEIRA_MODEL_SERVER_URL=off: there is no model server to ask", file=sys.stderr)
+        return 2
     body = {"dataframe_records": [{uc.entity: key} for key in args.keys]}
     if args.probabilities:
         body["params"] = {"probabilities": True}

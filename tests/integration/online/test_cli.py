@@ -1,5 +1,6 @@
 """`esteira features get <uc> <key>` prints what the online store holds for an entity;
-`esteira predict` says which model server did not answer (its answers: tests/e2e/test_onboarding.py)."""
+`esteira predict` says which model server did not answer, or that there is none (its answers:
+tests/e2e/test_onboarding.py)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,9 @@ def test_predict_names_the_model_server_that_did_not_answer(on_disk, monkeypatch
     monkeypatch.setenv("ESTEIRA_MODEL_SERVER_URL", closed)
     assert cli.main(["predict", "churn", "10001"]) == 1
     assert f"the model server at {closed} did not answer" in capsys.readouterr().err
+
+
+def test_predict_says_when_there_is_no_model_server(on_disk, monkeypatch, capsys):
+    monkeypatch.setenv("ESTEIRA_MODEL_SERVER_URL", "off")
+    assert cli.main(["predict", "churn", "10001"]) == 2
+    assert "ESTEIRA_MODEL_SERVER_URL=off" in capsys.readouterr().err
