@@ -41,9 +41,10 @@ def test_deploy_uploads_once_and_skips_an_unchanged_wheel(emulator, wheel, tmp_p
     first = deploy.deploy(client, VOLUME, wheel, files)
 
     assert first.wheel.startswith(f"{VOLUME}/esteira/wheels/") and first.wheel.endswith(wheel.name)
+    jobs = sorted(p.name for p in (REPO / "include/esteira/jobs").glob("*.py") if p.name != "__init__.py")
+    assert {"feature_refresh.py", "train_candidate.py", "batch_inference.py"} <= set(jobs)
     assert sorted(first.uploaded) == sorted(
-        [first.wheel, f"{first.jobs_path}/feature_refresh.py", f"{first.jobs_path}/train_candidate.py",
-         f"{first.usecases_dir}/churn.yaml"]
+        [first.wheel, *(f"{first.jobs_path}/{name}" for name in jobs), f"{first.usecases_dir}/churn.yaml"]
     )
     assert client.files.download(first.wheel).contents.read() == wheel.read_bytes()
     assert json.loads(first.settings()["ESTEIRA_DATABRICKS_LIBRARIES_JSON"]) == [{"whl": first.wheel}]
