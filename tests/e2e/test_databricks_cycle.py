@@ -77,6 +77,9 @@ def databricks_stack():
                 yield {"emulator": emulator, "settings": get_settings(), "printed": printed}
         finally:
             esteira(env, "down")
+            import mlflow
+
+            mlflow.set_tracking_uri(None)  # not this stopped stack's server for the next module
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ def test_promotion_waited_for_an_approval_given_through_the_rest_api(demo_cycle)
     from esteira.registry.transitions import get_alias_version, history
 
     uc = get_usecase("churn")
-    first = MlflowClient().get_model_version(uc.model_name, "1").tags
+    # The stack's own URI: the fluent default may still name an earlier module's stopped stack.
+    first = MlflowClient(demo_cycle["settings"].tracking_uri).get_model_version(uc.model_name, "1").tags
     assert first["approval_decision"] == "approved"
     assert first["approved_by"] == "admin"
     assert first["approval_reason"] == "demo mode: approved automatically"
