@@ -11,12 +11,12 @@ Unity Catalog before the predictions Asset event.
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
 from esteira.orchestration.operator import EsteiraStepOperator
-from esteira.orchestration.params import interval_params
+from esteira.orchestration.params import compute_backend_param, interval_params
 
 
 def batch_inference(uc):
@@ -27,10 +27,7 @@ def batch_inference(uc):
 
     params = {
         **interval_params(),
-        "compute_backend": Param(
-            uc.compute.batch_inference or "default", enum=["default", "local", "databricks"],
-            title="Compute backend", description="Where the rows are scored ('default': ESTEIRA_COMPUTE_BACKEND).",
-        ),
+        "compute_backend": compute_backend_param(uc.compute.batch_inference, "the rows are scored"),
     }
 
     @dag(schedule=schedule, params=params, **dag_kwargs(uc, "batch_inference", __doc__))

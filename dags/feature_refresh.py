@@ -20,7 +20,7 @@ from airflow.sdk import Param, dag, task
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
 from esteira.orchestration.operator import EsteiraStepOperator
-from esteira.orchestration.params import interval_params
+from esteira.orchestration.params import compute_backend_param, interval_params
 
 
 def feature_refresh(uc):
@@ -28,10 +28,7 @@ def feature_refresh(uc):
 
     params = {
         **interval_params(),
-        "compute_backend": Param(
-            uc.compute.feature_refresh or "default", enum=["default", "local", "databricks"],
-            title="Compute backend", description="Where features are computed ('default': ESTEIRA_COMPUTE_BACKEND).",
-        ),
+        "compute_backend": compute_backend_param(uc.compute.feature_refresh, "features are computed"),
         "notify_downstream": Param(
             True, type="boolean", title="Notify downstream",
             description="Emit the features Asset event, which starts model training. Off for quiet backfills.",

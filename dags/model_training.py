@@ -21,7 +21,7 @@ from airflow.sdk import Param, dag, task
 from esteira.orchestration import assets
 from esteira.orchestration.factory import build_for_usecases, dag_kwargs, test_main
 from esteira.orchestration.operator import EsteiraStepOperator
-from esteira.orchestration.params import candidates_schema
+from esteira.orchestration.params import candidates_schema, compute_backend_param
 
 
 def _params(uc) -> dict:
@@ -53,10 +53,7 @@ def _params(uc) -> dict:
             title="Test fraction", description="Latest share of the window, by time, held out for the gate.",
         ),
         "seed": Param(training.seed, type="integer", title="Random seed"),
-        "compute_backend": Param(
-            uc.compute.training or "default", enum=["default", "local", "databricks"],
-            title="Compute backend", description="Where candidates train ('default': ESTEIRA_COMPUTE_BACKEND).",
-        ),
+        "compute_backend": compute_backend_param(uc.compute.training, "candidates train"),
         "gate_mode": Param(
             uc.gate.mode, enum=["enabled", "dry_run", "disabled"], title="Gate mode",
             description="enabled: a rejection registers nothing; dry_run: record, don't block; disabled: no gate.",

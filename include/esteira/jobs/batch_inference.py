@@ -8,7 +8,6 @@ feature row yet.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 
 from esteira.compute.job import StepJob, run_main
@@ -19,14 +18,9 @@ STEP = "batch_inference"
 
 def run(job: StepJob) -> StageResult:
     from esteira.stages import batch_inference
-    from esteira.stages.window import requested_window
+    from esteira.stages.window import job_window
 
-    arguments = job.arguments
-    params = arguments.get("params") or {}
-    interval = arguments.get("data_interval") or {}
-    start, end = (dt.datetime.fromisoformat(interval[k]) if interval.get(k) else None for k in ("start", "end"))
-    window = requested_window(params.get("interval_start"), params.get("interval_end"), start, end)
-    return batch_inference.score(job.load_usecase(), window, arguments["airflow"]["run_id"])
+    return batch_inference.score(job.load_usecase(), job_window(job.arguments), job.arguments["airflow"]["run_id"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ reference, or NothingToDo when nothing was delivered for the interval yet.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 
 from esteira.compute.job import StepJob, run_main
@@ -19,14 +18,10 @@ STEP = "feature_refresh"
 
 def run(job: StepJob) -> StageResult:
     from esteira.stages import feature_refresh
-    from esteira.stages.window import requested_window, require_window
+    from esteira.stages.window import job_window, require_window
 
-    arguments = job.arguments
-    params = arguments.get("params") or {}
-    interval = arguments.get("data_interval") or {}
-    start, end = (dt.datetime.fromisoformat(interval[k]) if interval.get(k) else None for k in ("start", "end"))
-    window = require_window(requested_window(params.get("interval_start"), params.get("interval_end"), start, end))
-    return feature_refresh.refresh(job.load_usecase(), window, arguments["airflow"]["run_id"])
+    window = require_window(job_window(job.arguments))
+    return feature_refresh.refresh(job.load_usecase(), window, job.arguments["airflow"]["run_id"])
 
 
 def main(argv: list[str] | None = None) -> int:

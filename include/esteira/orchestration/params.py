@@ -32,6 +32,12 @@ def interval_params() -> dict[str, Param]:
     }
 
 
+def compute_backend_param(default: str | None, what: str) -> Param:
+    """Where a heavy step runs; ``default`` is the use case's ``compute.<step>``."""
+    return Param(default or "default", enum=["default", "local", "databricks"], title="Compute backend",
+                 description=f"Where {what} ('default': ESTEIRA_COMPUTE_BACKEND).")
+
+
 def candidates_schema() -> dict[str, Any]:
     """A list of ``{"family": ..., "params": {name: [values...]}}`` (``usecase.CandidateSpec``),
     shown as a JSON editor and validated by Airflow on trigger."""

@@ -68,6 +68,15 @@ def requested_window(
     return RunWindow(start, end)
 
 
+def job_window(arguments: dict) -> RunWindow | None:
+    """`requested_window` of a step job's arguments (the run's ``params`` and its
+    ``data_interval`` as ISO timestamps), as `EsteiraStepOperator` passes them."""
+    params = arguments.get("params") or {}
+    interval = arguments.get("data_interval") or {}
+    start, end = (dt.datetime.fromisoformat(interval[k]) if interval.get(k) else None for k in ("start", "end"))
+    return requested_window(params.get("interval_start"), params.get("interval_end"), start, end)
+
+
 def require_window(window: RunWindow | None) -> RunWindow:
     if window is None:
         raise WindowError(
